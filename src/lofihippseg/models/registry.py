@@ -1,0 +1,119 @@
+"""Building the networks and loading weights safely.
+
+A *model bundle* is everything inference needs: a :class:`ModelSpec` (width and preprocessing
+that the networks were trained with) and the two VNets' state dicts. It can come from
+- a training run folder (``config.json`` + ``checkpoints/best.pt``), see ``lofihippseg.training``;
+- a single bundle file (``torch.save({"spec": {...}, "vnet1": sd, "vnet2": sd})``);
+- the authors' two released checkpoint files (plain VNet state dicts).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lofihippseg.config import from_dict, to_dict
+from lofihippseg.errors import LoFiError
+from lofihippseg.models.critic import Critic
+from lofihippseg.models.vnet import VNet
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How a pair of VNets was built and what input it expects.
+
+    Attributes:
+        n_filters: base width of each VNet (16 = released).
+        view_mode: second-view frequency mask: ``highpass``, ``lowpass`` or ``legacy``.
+        cutoff: radius of the frequency ball as a fraction of max(D, H, W).
+        clip_percentiles: percentile clip before min-max normalisation (None = plain min-max).
+        crop_margin: voxels kept around the non-zero bounding box.
+        recipe: ``paper`` or ``released`` (informative; inference settings follow from it).
+    """
+
+    n_filters: int = 16
+    view_mode: str = "highpass"
+    cutoff: float = 0.1
+    clip_percentiles: tuple[float, float] | None = None
+    crop_margin: int = 1
+    recipe: str = "paper"
+
+    @classmethod
+    def released(cls) -> ModelSpec:
+        """The settings of the authors' released checkpoints."""
+        return cls(n_filters=16, view_mode="legacy", cutoff=0.1, recipe="released")
+
+
+def build_vnet(spec: ModelSpec | None = None) -> VNet:
+    """A VNet of the spec's width (one input channel, two output channels)."""
+    spec = spec or ModelSpec()
+    return VNet(n_channels=1, n_classes=2, n_filters=spec.n_filters)
+
+
+def build_critic() -> Critic:
+    """The shared per-voxel critic."""
+    return Critic(n_classes=2)
+
+
+def safe_torch_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True`` and one-line errors for bad files.
+
+    Raises:
+        LoFiError: missing, corrupt, or code-carrying (unsafe) checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LoFiError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (zipfile.BadZipFile, EOFError, RuntimeError) as exc:
+        msg = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise LoFiError(f"{path}: corrupt or unreadable checkpoint ({msg})") from None
+    except Exception as exc:  # pickle.UnpicklingError for objects outside the weights-only set
+        msg = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise LoFiError(
+            f"{path}: refused to load (not a plain weights checkpoint: {msg}); "
+            "only state dicts of tensors are accepted"
+        ) from None
+
+
+def load_weights(module: torch.nn.Module, state: Any, source: str | Path) -> None:
+    """Load a state dict strictly, explaining a mismatch in one line."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise LoFiError(f"{source}: not a state dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # DDP-saved weights
+    result = module.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise LoFiError(
+            f"{source}: weights do not fit a {type(module).__name__} "
+            f"({len(result.missing_keys)} missing keys, e.g. {result.missing_keys[:2]}; "
+            f"{len(result.unexpected_keys)} unexpected, e.g. {result.unexpected_keys[:2]})"
+        )
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = [line for line in str(exc).splitlines() if "size mismatch" in line][:1]
+        raise LoFiError(f"{source}: weights do not fit ({first[0].strip() if first else exc})") from None
+
+
+def infer_n_filters(state: dict[str, torch.Tensor]) -> int:
+    """Base width of a VNet state dict (output channels of its first conv)."""
+    key = "encoder.block_one.conv.0.weight"
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if key not in state:
+        raise LoFiError(f"not a VNet state dict (no {key})")
+    return int(state[key].shape[0])
+
+
+def bundle_dict(spec: ModelSpec, vnet1: dict, vnet2: dict) -> dict[str, Any]:
+    """What a single-file bundle holds (weights_only-safe: dicts, lists, tensors, numbers)."""
+    return {"format": "lofihippseg-bundle-1", "spec": to_dict(spec), "vnet1": vnet1, "vnet2": vnet2}
+
+
+def spec_from_dict(data: dict[str, Any]) -> ModelSpec:
+    """ModelSpec from its saved dict."""
+    return from_dict(ModelSpec, data)

@@ -1,0 +1,42 @@
+"""Bounding-box crops and pads (canonical arrays, last three axes spatial)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+Box = tuple[slice, slice, slice]
+
+
+def nonzero_bbox(data: np.ndarray, margin: int = 1) -> Box:
+    """Bounding box of the non-zero voxels, grown by ``margin`` voxels and clipped to the image.
+
+    Example:
+        >>> a = np.zeros((5, 5, 5)); a[2, 2, 2] = 1
+        >>> nonzero_bbox(a, margin=1)
+        (slice(1, 4, None), slice(1, 4, None), slice(1, 4, None))
+    """
+    nz = np.nonzero(data)
+    if len(nz[0]) == 0:
+        return tuple(slice(0, s) for s in data.shape)  # type: ignore[return-value]
+    return tuple(  # type: ignore[return-value]
+        slice(max(int(idx.min()) - margin, 0), min(int(idx.max()) + 1 + margin, size))
+        for idx, size in zip(nz, data.shape, strict=True)
+    )
+
+
+def pad_to_multiple(data: np.ndarray, multiple: int = 16, value: float = 0.0) -> tuple[np.ndarray, Box]:
+    """Zero-pad the last three axes up to a multiple; returns the array and the box of the original.
+
+    Example:
+        >>> padded, box = pad_to_multiple(np.ones((17, 16, 3)), 16)
+        >>> padded.shape, padded[box].shape
+        ((32, 16, 16), (17, 16, 3))
+    """
+    spatial = data.shape[-3:]
+    target = [int(np.ceil(s / multiple) * multiple) for s in spatial]
+    before = [(t - s) // 2 for t, s in zip(target, spatial, strict=True)]
+    pad = [(0, 0)] * (data.ndim - 3) + [
+        (b, t - s - b) for b, t, s in zip(before, target, spatial, strict=True)
+    ]
+    box = tuple(slice(b, b + s) for b, s in zip(before, spatial, strict=True))
+    return np.pad(data, pad, constant_values=value), box  # type: ignore[return-value]
