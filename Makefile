@@ -7,7 +7,6 @@ BIN := $(VENV)/bin
 
 $(BIN)/lofihippseg: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: anything else would pull a different (CUDA) build
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[test]"
