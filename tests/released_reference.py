@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def released_view_reference(volume: np.ndarray, cutoff: float = 0.1, centred: bool = False) -> np.ndarray:
+def released_view_reference(
+    volume: np.ndarray, cutoff: float = 0.1, centred: bool = False
+) -> np.ndarray:
     """The released triple-loop second view of one 3D volume (float64).
 
     Args:

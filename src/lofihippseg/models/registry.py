@@ -86,12 +86,15 @@ def load_weights(module: torch.nn.Module, state: Any, source: str | Path) -> Non
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise LoFiError(f"{source}: not a state dict")
     state = {k.removeprefix("module."): v for k, v in state.items()}  # DDP-saved weights
-    result = module.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    # Compare keys without loading (a non-strict load still raises on size mismatches).
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
         raise LoFiError(
             f"{source}: weights do not fit a {type(module).__name__} "
-            f"({len(result.missing_keys)} missing keys, e.g. {result.missing_keys[:2]}; "
-            f"{len(result.unexpected_keys)} unexpected, e.g. {result.unexpected_keys[:2]})"
+            f"({len(missing)} missing keys, e.g. {missing[:2]}; "
+            f"{len(unexpected)} unexpected, e.g. {unexpected[:2]})"
         )
     try:
         module.load_state_dict(state, strict=True)

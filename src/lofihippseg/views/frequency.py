@@ -4,7 +4,7 @@ The second view (METHOD.md, "The two views") is computed from a cropped, min-max
 volume: take the 3D FFT, keep the phase, zero the amplitude inside a ball in frequency space,
 inverse FFT, take the real part and min-max normalise each volume to [0, 1]. Zeroing the
 amplitude while keeping the phase is the same as multiplying the spectrum by a 0/1 mask, which
-is what we do.
+is what we do (masks are cached per shape, mode, cutoff and device).
 
 Modes (``FREQUENCY_MODES``); ``r = cutoff * max(D, H, W)`` in index units, ball = distance <= r:
 
@@ -18,6 +18,9 @@ Modes (``FREQUENCY_MODES``); ``r = cutoff * max(D, H, W)`` in index units, ball 
   documented: voxel ``(i, j, k)`` is masked when
   ``(i - D//2)**2 + (j - H//2)**2 + (k - W//2)**2 <= (cutoff * max(D, H, W))**2`` with a float
   (not rounded) radius. ``tests/released_reference.py`` holds that loop for tests/benchmarks.
+
+Normalisation: a view whose range is at round-off level (e.g. the high-pass of a constant
+volume) becomes all zeros instead of amplified round-off; otherwise it is plain min-max.
 
 Highpass and lowpass masks are Hermitian-symmetric, so they run on the half spectrum
 (``rfftn``); the legacy ball is not symmetric for odd sizes, so it uses the full complex FFT
@@ -44,20 +47,20 @@ def _check(mode: str, cutoff: float) -> None:
 
 
 @lru_cache(maxsize=16)
-def _mask(shape: tuple[int, int, int], mode: str, cutoff: float, device: str) -> torch.Tensor:
-    """0/1 float mask multiplying the spectrum (half spectrum for highpass/lowpass)."""
+def _drop_mask(shape: tuple[int, int, int], mode: str, cutoff: float, device: str) -> torch.Tensor:
+    """Boolean mask of the coefficients to zero (half spectrum for highpass/lowpass)."""
     d, h, w = shape
     r2 = (cutoff * max(d, h, w)) ** 2
     dev = torch.device(device)
     if mode == "legacy":
         axes = [torch.arange(n, device=dev, dtype=torch.float64) - n // 2 for n in (d, h, w)]
-    else:  # signed frequency in index units; last axis is the rfft half (0..w//2)
-        axes = [torch.fft.fftfreq(n, d=1.0 / n, device=dev, dtype=torch.float64) for n in (d, h)]
-        axes.append(torch.fft.rfftfreq(w, d=1.0 / w, device=dev, dtype=torch.float64))
+    else:  # exact integer fftfreq(n) * n (wrap-around); last axis is the rfft half (0..w//2)
+        axes = [(torch.arange(n, device=dev) + n // 2) % n - n // 2 for n in (d, h)]
+        axes.append(torch.arange(w // 2 + 1, device=dev))
+        axes = [a.to(torch.float64) for a in axes]
     dist2 = axes[0][:, None, None] ** 2 + axes[1][None, :, None] ** 2 + axes[2][None, None, :] ** 2
     inside = dist2 <= r2
-    keep = inside if mode == "lowpass" else ~inside
-    return keep.to(torch.float32)
+    return ~inside if mode == "lowpass" else inside
 
 
 def _as_tensor(x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, bool]:
@@ -72,8 +75,10 @@ def _work_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def minmax_per_volume(x: torch.Tensor) -> torch.Tensor:
-    """Min-max normalise each volume (last three axes) to [0, 1]; constant volumes become 0.
+def minmax_per_volume(x: torch.Tensor, floor: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Min-max normalise each volume (last three axes) to [0, 1].
+
+    Volumes whose range is not above ``floor`` (e.g. round-off only) become all zeros.
 
     Example:
         >>> minmax_per_volume(torch.tensor([[[[1.0, 3.0]]]]))
@@ -81,8 +86,9 @@ def minmax_per_volume(x: torch.Tensor) -> torch.Tensor:
     """
     low = x.amin(dim=_DIMS, keepdim=True)
     span = x.amax(dim=_DIMS, keepdim=True) - low
-    safe = torch.where(span > 0, span, torch.ones_like(span))
-    return torch.where(span > 0, (x - low) / safe, torch.zeros_like(x))
+    ok = span > floor
+    safe = torch.where(ok, span, torch.ones_like(span))
+    return torch.where(ok, (x - low) / safe, torch.zeros_like(x))
 
 
 def frequency_filter(
@@ -114,13 +120,17 @@ def frequency_filter(
         raise ValueError(f"expected at least 3 dimensions (D, H, W), got shape {tuple(t.shape)}")
     t = t.to(_work_dtype(t))
     shape = tuple(int(s) for s in t.shape[-3:])
-    mask = _mask(shape, mode, float(cutoff), str(t.device)).to(t.dtype)  # type: ignore[arg-type]
+    drop = _drop_mask(shape, mode, float(cutoff), str(t.device))  # type: ignore[arg-type]
     if mode == "legacy":
-        out = torch.fft.ifftn(torch.fft.fftn(t, dim=_DIMS) * mask, dim=_DIMS).real
+        spectrum = torch.fft.fftn(t, dim=_DIMS).masked_fill_(drop, 0)
+        out = torch.fft.ifftn(spectrum, dim=_DIMS).real
     else:
-        out = torch.fft.irfftn(torch.fft.rfftn(t, dim=_DIMS) * mask, s=shape, dim=_DIMS)
-    if normalise:
-        out = minmax_per_volume(out)
+        spectrum = torch.fft.rfftn(t, dim=_DIMS).masked_fill_(drop, 0)
+        out = torch.fft.irfftn(spectrum, s=shape, dim=_DIMS)
+    if normalise:  # a range of round-off size (e.g. a high-pass of a constant) is no signal
+        eps = torch.finfo(out.dtype).eps
+        floor = 64 * eps * t.abs().amax(dim=_DIMS, keepdim=True)
+        out = minmax_per_volume(out, floor)
     return out.cpu().numpy() if was_numpy else out
 
 

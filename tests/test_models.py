@@ -1,0 +1,137 @@
+"""VNet/critic compatibility with the released checkpoints, and safe checkpoint loading."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import shared_path
+
+from lofihippseg.errors import LoFiError
+from lofihippseg.models.critic import Critic
+from lofihippseg.models.registry import (
+    ModelSpec,
+    build_critic,
+    build_vnet,
+    infer_n_filters,
+    load_weights,
+    safe_torch_load,
+)
+from lofihippseg.models.vnet import VNet
+
+
+def _manifest() -> dict:
+    path = shared_path("reference", "released_state_dict_manifest.json")
+    return json.loads(path.read_text())
+
+
+def _shapes(module: torch.nn.Module) -> dict[str, list[int]]:
+    return {k: list(v.shape) for k, v in module.state_dict().items()}
+
+
+def _from_manifest(shapes: dict[str, list[int]], seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        k: torch.tensor(7) if k.endswith("num_batches_tracked") else torch.randn(s, generator=g)
+        for k, s in shapes.items()
+    }
+
+
+def test_state_dict_keys_and_shapes_match_the_release():
+    manifest = _manifest()
+    assert _shapes(build_vnet(ModelSpec.released())) == manifest["vnet"]
+    assert _shapes(build_critic()) == manifest["critic"]
+    # Same order of keys too (a plain state dict written by the released code).
+    assert list(build_vnet().state_dict()) == list(manifest["vnet"])
+
+
+def test_state_dict_built_from_manifest_loads_strictly():
+    manifest = _manifest()
+    vnet, critic = VNet(n_filters=16), Critic()
+    state = _from_manifest(manifest["vnet"])
+    load_weights(vnet, state, "released.pth")
+    for key, value in vnet.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    critic_state = _from_manifest(manifest["critic"], seed=1)
+    load_weights(critic, critic_state, "critic.pth")
+    assert torch.equal(critic.state_dict()["conv4.0.weight"], critic_state["conv4.0.weight"])
+    # DDP-prefixed keys load too; width is read back from the weights.
+    load_weights(VNet(n_filters=16), {f"module.{k}": v for k, v in state.items()}, "ddp.pth")
+    assert infer_n_filters(state) == 16
+
+
+def test_parameter_count_of_released_width():
+    assert sum(p.numel() for p in VNet(n_filters=16).parameters()) == 9_448_866
+
+
+@pytest.mark.parametrize("n_filters", [4, 8, 16])
+@pytest.mark.parametrize("shape", [(16, 16, 16), (32, 48, 16)])
+def test_vnet_output_shape(n_filters, shape):
+    net = VNet(n_channels=1, n_classes=2, n_filters=n_filters).eval()
+    with torch.no_grad():
+        out = net(torch.rand(1, 1, *shape))
+    assert out.shape == (1, 2, *shape)
+    assert torch.isfinite(out).all()
+
+
+def test_critic_is_per_voxel():
+    critic = Critic().eval()
+    probs = torch.rand(2, 2, 5, 6, 7)
+    with torch.no_grad():
+        full = critic(probs)
+        one = critic(probs[:, :, 2:3, 3:4, 4:5])
+    assert full.shape == probs.shape
+    torch.testing.assert_close(full[:, :, 2:3, 3:4, 4:5], one)
+
+
+class _Payload:
+    """Something that is not plain weights."""
+
+    def __init__(self) -> None:
+        self.x = 1
+
+
+def _payload_function() -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    "obj", [_Payload(), {"fn": _payload_function}, {"w": torch.ones(2), "o": _Payload()}]
+)
+def test_safe_torch_load_refuses_code_carrying_pickles(tmp_path, obj):
+    path = tmp_path / "evil.pt"
+    torch.save(obj, path)
+    with pytest.raises(LoFiError, match="refused to load") as exc:
+        safe_torch_load(path)
+    assert "\n" not in str(exc.value) and str(path) in str(exc.value)
+
+
+def test_safe_torch_load_corrupt_truncated_and_missing(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save(VNet(n_filters=4).state_dict(), good)
+    assert set(safe_torch_load(good)) == set(VNet(n_filters=4).state_dict())
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"this is not a checkpoint" * 10)
+    for path in (truncated, garbage, tmp_path / "missing.pt"):
+        with pytest.raises(LoFiError) as exc:
+            safe_torch_load(path)
+        assert "\n" not in str(exc.value) and path.name in str(exc.value)
+
+
+def test_load_weights_rejects_foreign_state_dicts():
+    net = VNet(n_filters=8)
+    cases = [
+        {"fc.weight": torch.ones(3, 3), "fc.bias": torch.ones(3)},  # another model
+        VNet(n_filters=4).state_dict(),  # right keys, wrong width
+        [torch.ones(1)],  # not a dict
+    ]
+    for state in cases:
+        with pytest.raises(LoFiError) as exc:
+            load_weights(net, state, "foreign.pth")
+        message = str(exc.value)
+        assert message.startswith("foreign.pth") and "\n" not in message
+    with pytest.raises(LoFiError):
+        infer_n_filters({"fc.weight": torch.ones(1)})
