@@ -23,6 +23,8 @@ from lofihippseg.errors import InputError
 log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def strip_suffix(path: str | Path) -> str:
@@ -206,6 +208,7 @@ def _atomic_to_filename(img: nib.spatialimages.SpatialImage, path: Path) -> None
     os.close(fd)
     try:
         nib.save(img, tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
