@@ -1,0 +1,213 @@
+"""``lofihippseg predict``: segment scans with a trained or released model."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from lofihippseg.errors import LoFiError
+
+
+def _shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        i, n = (int(v) for v in value.split("/"))
+    except ValueError:
+        raise LoFiError(f"--shard must look like I/N (e.g. 1/4), got {value!r}") from None
+    return i, n
+
+
+def _roi_size(value: str) -> tuple[int, int, int]:
+    try:
+        parts = [int(v) for v in value.replace("x", ",").split(",")]
+    except ValueError:
+        raise LoFiError(f"--roi-size must be one or three integers, got {value!r}") from None
+    if len(parts) == 1:
+        parts *= 3
+    if len(parts) != 3:
+        raise LoFiError(f"--roi-size must be one or three integers, got {value!r}")
+    return tuple(parts)  # type: ignore[return-value]
+
+
+@click.command("predict")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Output folder (created).",
+)
+@click.option(
+    "--model",
+    default=None,
+    help="Training run folder or model bundle file. Default: the packaged model.",
+)
+@click.option(
+    "--checkpoint1",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="The authors' released view-1 network (best_model_1.pth).",
+)
+@click.option(
+    "--checkpoint2",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="The authors' released view-2 network (best_model_2.pth).",
+)
+@click.option(
+    "--recipe",
+    type=click.Choice(["paper", "released"]),
+    default=None,
+    help="Inference recipe; 'released' = legacy view, threshold 0.5, union fusion, "
+    "overlaps to the right, no LCC. Default: the model's own (released for two "
+    "checkpoint files).",
+)
+@click.option(
+    "--fusion",
+    type=click.Choice(["mean", "union"]),
+    default=None,
+    help="Fuse the two views by mean probability or union of masks. Default: recipe's.",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Probability threshold for each side.",
+)
+@click.option(
+    "--lcc/--no-lcc",
+    default=None,
+    help="Keep only the largest connected component per side. Default: on for the "
+    "paper recipe, off for released.",
+)
+@click.option("--tta", is_flag=True, help="Average over flips (left-right flips swap sides back).")
+@click.option(
+    "--sliding-window",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Gaussian-weighted sliding windows (MONAI); auto = only for volumes too big "
+    "for one pass; off = whole volume padded to a multiple of 16.",
+)
+@click.option(
+    "--roi-size",
+    default="128",
+    show_default=True,
+    help="Sliding-window size: one or three multiples of 16 (e.g. 128 or 96,128,96).",
+)
+@click.option(
+    "--overlap",
+    type=float,
+    default=0.25,
+    show_default=True,
+    help="Sliding-window overlap fraction.",
+)
+@click.option(
+    "--roi",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Locate the hippocampi with a half-resolution pass, then run full resolution "
+    "only around them (falls back to the whole volume when unsure); auto = on CPU, "
+    "off for --recipe released.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where to run; auto = CUDA when available.",
+)
+@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@click.option(
+    "--amp/--no-amp", default=True, show_default=True, help="Float16 mixed precision on CUDA."
+)
+@click.option(
+    "--save-probabilities", is_flag=True, help="Also write the fused left/right probability maps."
+)
+@click.option(
+    "--save-uncertainty", is_flag=True, help="Also write the view-disagreement (uncertainty) map."
+)
+@click.option("--no-qc", is_flag=True, help="Do not write QC pictures.")
+@click.option(
+    "--lisa-names",
+    is_flag=True,
+    help="Name outputs LISA_HF_XXXX_hipp_prediction.nii.gz (LISA challenge).",
+)
+@click.option("--overwrite", is_flag=True, help="Redo cases whose outputs already exist.")
+@click.option(
+    "--shard", default=None, help="I/N: process only part I of N (1-based) of the sorted case list."
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def command(
+    inputs,
+    out_dir,
+    model,
+    checkpoint1,
+    checkpoint2,
+    recipe,
+    fusion,
+    threshold,
+    lcc,
+    tta,
+    sliding_window,
+    roi_size,
+    overlap,
+    roi,
+    device,
+    threads,
+    amp,
+    save_probabilities,
+    save_uncertainty,
+    no_qc,
+    lisa_names,
+    overwrite,
+    shard,
+    quiet,
+) -> None:
+    """Segment the left and right hippocampus in INPUTS (files, folders or globs).
+
+    Writes per case CASE_hipp.nii.gz (on the input's grid), a JSON sidecar, a QC picture,
+    and a row of volumes.csv (left/right mL, asymmetry index, view agreement Dice). Failed
+    cases are reported and the rest go on; the exit code is 1 if any case failed.
+    """
+    from lofihippseg.inference.api import PredictSettings, predict
+    from lofihippseg.inference.model_loading import load_model
+    from lofihippseg.inference.settings import resolve_device
+
+    settings = PredictSettings(
+        fusion=fusion,
+        threshold=threshold,
+        lcc=lcc,
+        tta=tta,
+        sliding_window=sliding_window,
+        roi_size=_roi_size(roi_size),
+        overlap=overlap,
+        roi=roi,
+        device=device,
+        threads=threads,
+        amp=amp,
+        save_probabilities=save_probabilities,
+        save_uncertainty=save_uncertainty,
+        qc=not no_qc,
+        lisa_names=lisa_names,
+        overwrite=overwrite,
+        shard=_shard(shard),
+    )
+    loaded = load_model(model, checkpoint1, checkpoint2, recipe, device=str(resolve_device(device)))
+    report = predict(list(inputs), out_dir, loaded, settings, progress=not quiet)
+    click.echo(report.table())
+    done = sum(r.status == "ok" for r in report.results)
+    skipped = sum(r.status == "skipped" for r in report.results)
+    click.echo(
+        f"{done} done, {skipped} skipped (already done), {len(report.failed)} failed; "
+        f"outputs in {report.out_dir}"
+        + (f", volumes in {report.csv_path}" if report.csv_path else "")
+    )
+    if report.failed:
+        sys.exit(1)

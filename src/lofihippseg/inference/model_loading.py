@@ -1,0 +1,189 @@
+"""Finding and loading the two VNets that inference needs.
+
+Three sources are accepted (see :mod:`lofihippseg.models.registry`):
+
+- a training run folder: ``config.json`` + ``checkpoints/best.pt`` (else ``last.pt``);
+- a single file: a bundle (``registry.bundle_dict``) or a training checkpoint (keys
+  ``spec``, ``vnet1``, ``vnet2``);
+- the authors' two released plain state dicts (``checkpoint1`` and ``checkpoint2``).
+
+With no model at all, the packaged default model is used when the package ships one.
+Every file is read through :func:`~lofihippseg.models.registry.safe_torch_load`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lofihippseg.errors import LoFiError
+from lofihippseg.models.registry import (
+    ModelSpec,
+    build_vnet,
+    infer_n_filters,
+    load_weights,
+    safe_torch_load,
+    spec_from_dict,
+)
+
+RECIPES = ("paper", "released")
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "data" / "model" / "lofihippseg_default.pt"
+
+
+@dataclass
+class LoadedModel:
+    """Two VNets in eval mode with the spec they were trained with.
+
+    Attributes:
+        spec: width and preprocessing of the networks.
+        vnet1: network of view 1 (the image).
+        vnet2: network of view 2 (the frequency view).
+        source: where the weights came from (for sidecars and messages).
+    """
+
+    spec: ModelSpec
+    vnet1: torch.nn.Module
+    vnet2: torch.nn.Module
+    source: str
+
+    def to(self, device: str | torch.device) -> LoadedModel:
+        """Move both networks to ``device`` (in place) and return self."""
+        self.vnet1.to(device)
+        self.vnet2.to(device)
+        return self
+
+
+def _build(spec: ModelSpec, sd1: Any, sd2: Any, where: str, device: str) -> LoadedModel:
+    nets = []
+    for state, name in ((sd1, "vnet1"), (sd2, "vnet2")):
+        net = build_vnet(spec)
+        load_weights(net, state, f"{where} ({name})")
+        nets.append(net.eval().to(device))
+    return LoadedModel(spec=spec, vnet1=nets[0], vnet2=nets[1], source=where)
+
+
+def _with_recipe(spec: ModelSpec, recipe: str | None) -> ModelSpec:
+    if recipe is None:
+        return spec
+    if recipe not in RECIPES:
+        raise LoFiError(f"unknown recipe {recipe!r}; expected one of {RECIPES}")
+    return dataclasses.replace(spec, recipe=recipe)
+
+
+def _spec_of(data: dict[str, Any], where: str) -> ModelSpec:
+    try:
+        return spec_from_dict(dict(data))
+    except (LoFiError, TypeError) as exc:
+        raise LoFiError(f"{where}: bad model spec ({exc})") from None
+
+
+def _from_bundle(path: Path, device: str, config_spec: dict | None = None) -> LoadedModel:
+    data = safe_torch_load(path)
+    if not isinstance(data, dict) or "vnet1" not in data or "vnet2" not in data:
+        raise LoFiError(
+            f"{path}: not a LoFiHippSeg model (no vnet1/vnet2); for the authors' two released "
+            "files use --checkpoint1 FILE --checkpoint2 FILE --recipe released"
+        )
+    spec_dict = data.get("spec") or config_spec
+    if not isinstance(spec_dict, dict):
+        raise LoFiError(f"{path}: checkpoint has no model spec")
+    return _build(_spec_of(spec_dict, str(path)), data["vnet1"], data["vnet2"], str(path), device)
+
+
+def _from_run(run: Path, device: str) -> LoadedModel:
+    config_spec = None
+    config = run / "config.json"
+    if config.is_file():
+        try:
+            config_spec = json.loads(config.read_text()).get("model")
+        except (json.JSONDecodeError, AttributeError):
+            raise LoFiError(f"{config}: not valid JSON; is this a training run folder?") from None
+    for name in ("best.pt", "last.pt"):
+        ckpt = run / "checkpoints" / name
+        if ckpt.is_file():
+            loaded = _from_bundle(ckpt, device, config_spec)
+            loaded.source = str(ckpt)
+            return loaded
+    raise LoFiError(
+        f"{run}: no checkpoints/best.pt or checkpoints/last.pt; is this a training run?"
+    )
+
+
+def _from_released(ckpt1: Path, ckpt2: Path, recipe: str | None, device: str) -> LoadedModel:
+    states = []
+    for path in (ckpt1, ckpt2):
+        state = safe_torch_load(path)
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise LoFiError(f"{path}: not a state dict")
+        states.append(state)
+    widths = [infer_n_filters(s) for s in states]
+    if widths[0] != widths[1]:
+        raise LoFiError(f"{ckpt1}, {ckpt2}: the two networks differ in width {widths}")
+    recipe = recipe or "released"
+    base = ModelSpec.released() if recipe == "released" else ModelSpec()
+    spec = dataclasses.replace(_with_recipe(base, recipe), n_filters=widths[0])
+    loaded = _build(spec, states[0], states[1], f"{ckpt1} + {ckpt2}", device)
+    return loaded
+
+
+def load_model(
+    model: str | Path | None = None,
+    checkpoint1: str | Path | None = None,
+    checkpoint2: str | Path | None = None,
+    recipe: str | None = None,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
+    """Load the two networks from a run folder, a bundle file or two released state dicts.
+
+    Args:
+        model: a training run folder or a single bundle/checkpoint file; None = packaged default.
+        checkpoint1: the authors' ``best_model_1.pth`` (view 1 network), with ``checkpoint2``.
+        checkpoint2: the authors' ``best_model_2.pth`` (view 2 network).
+        recipe: ``paper`` or ``released``; overrides the spec's recipe (inference defaults
+            follow it). Two plain state dicts default to ``released`` (legacy view, union).
+        device: where to put the networks.
+
+    Returns:
+        The networks in eval mode.
+
+    Raises:
+        LoFiError: missing or unreadable files, weights that do not fit, no model available.
+
+    Example:
+        >>> m = load_model("runs/my_run")  # doctest: +SKIP
+        >>> m = load_model(checkpoint1="best_model_1.pth", checkpoint2="best_model_2.pth",
+        ...                recipe="released")  # doctest: +SKIP
+    """
+    device = str(device)
+    if recipe is not None and recipe not in RECIPES:
+        raise LoFiError(f"unknown recipe {recipe!r}; expected one of {RECIPES}")
+    if checkpoint1 is not None or checkpoint2 is not None:
+        if model is not None:
+            raise LoFiError("give either --model or --checkpoint1/--checkpoint2, not both")
+        if checkpoint1 is None or checkpoint2 is None:
+            raise LoFiError("the released model needs both --checkpoint1 and --checkpoint2")
+        return _from_released(Path(checkpoint1), Path(checkpoint2), recipe, device)
+    if model is None:
+        if not DEFAULT_MODEL.is_file():
+            raise LoFiError(
+                "no model given and this installation ships no default model; pass "
+                "--model RUN_FOLDER_OR_FILE (train one with `lofihippseg train`) or the released "
+                "files with --checkpoint1/--checkpoint2 --recipe released"
+            )
+        model = DEFAULT_MODEL
+    path = Path(model)
+    if path.is_dir():
+        loaded = _from_run(path, device)
+    elif path.is_file():
+        loaded = _from_bundle(path, device)
+    else:
+        raise LoFiError(f"{path}: model not found (expected a run folder or a model file)")
+    loaded.spec = _with_recipe(loaded.spec, recipe)
+    return loaded

@@ -1,0 +1,201 @@
+"""One scan in, hippocampi out: the dual-view inference pipeline.
+
+Canonical volume (``io.nifti.load_image``) -> crop to the non-zero box and normalise exactly as
+in training (``preprocessing.prepare.crop_and_normalise``) -> view 1 = the crop, view 2 =
+``frequency_view(crop)`` -> VNet 1 on view 1, VNet 2 on view 2 (whole volume, sliding windows
+or a located region of interest; optional flip TTA) -> sigmoid -> fusion -> threshold ->
+left/right overlap rule -> optional largest component per side -> pasted back into the full
+canonical volume. ``io.nifti.save_like`` then writes it on the input's exact grid.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from lofihippseg.inference import roi as roi_mod
+from lofihippseg.inference.fusion import disagreement, fuse_to_labels, view_agreement_dice
+from lofihippseg.inference.model_loading import LoadedModel
+from lofihippseg.inference.postprocess import keep_largest_per_side
+from lofihippseg.inference.settings import PredictSettings, resolve_device
+from lofihippseg.inference.sliding_window import (
+    check_roi_size,
+    network_probabilities,
+    use_sliding,
+    whole_volume,
+)
+from lofihippseg.inference.tta import tta_probabilities
+from lofihippseg.io.nifti import Volume
+from lofihippseg.preprocessing.crop import Box
+from lofihippseg.preprocessing.prepare import crop_and_normalise
+from lofihippseg.views.frequency import frequency_view
+
+
+@dataclass
+class Prediction:
+    """The result for one volume (all arrays in canonical order).
+
+    Attributes:
+        labels: uint8 label map of the full volume (0 background, 1 left, 2 right).
+        prob1: view 1 probabilities (2, ...) of the crop ``box``.
+        prob2: view 2 probabilities (2, ...) of the crop.
+        fused: fused probabilities (2, ...) of the crop.
+        box: where the crop lies in the full volume.
+        view_dice: Dice between the two views' foreground masks (quality flag).
+        timings: seconds per stage.
+        info: how it was run (fusion, overlap rule, ROI box, fallbacks).
+    """
+
+    labels: np.ndarray
+    prob1: np.ndarray
+    prob2: np.ndarray
+    fused: np.ndarray
+    box: Box
+    view_dice: float
+    timings: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def full(self, crop_array: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """Paste a crop-sized array (optionally with leading channels) into the full volume."""
+        lead = crop_array.shape[:-3]
+        out = np.full((*lead, *self.labels.shape), fill, dtype=crop_array.dtype)
+        out[(Ellipsis, *self.box)] = crop_array
+        return out
+
+    @property
+    def uncertainty(self) -> np.ndarray:
+        """Full-volume disagreement of the two views, max over channels (float32)."""
+        return self.full(disagreement(self.prob1, self.prob2).astype(np.float32))
+
+
+class Predictor:
+    """Runs a loaded model on volumes with fixed settings.
+
+    Args:
+        model: the two networks and their spec.
+        settings: how to run (fusion, threshold, TTA, sliding windows, ROI, device ...).
+
+    Example:
+        >>> from lofihippseg.inference.model_loading import load_model
+        >>> predictor = Predictor(load_model("runs/my_run"))  # doctest: +SKIP
+        >>> pred = predictor.predict_volume(load_image("scan.nii.gz"))  # doctest: +SKIP
+    """
+
+    def __init__(self, model: LoadedModel, settings: PredictSettings | None = None):
+        self.settings = settings or PredictSettings()
+        self.model = model
+        self.spec = model.spec
+        self.device = resolve_device(self.settings.device)
+        model.to(self.device).vnet1.eval()
+        model.vnet2.eval()
+        released = self.spec.recipe == "released"
+        self.fusion = self.settings.fusion or ("union" if released else "mean")
+        self.overlap_rule = "released" if released else "probability"
+        self.lcc = (not released) if self.settings.lcc is None else self.settings.lcc
+        self.roi_size = check_roi_size(self.settings.roi_size)
+        mode = self.settings.roi
+        # auto: on CPU only, and never for the released recipe (reproduced as it was run)
+        auto_roi = self.device.type == "cpu" and not released
+        self.use_roi = mode == "on" or (mode == "auto" and auto_roi)
+
+    def describe(self) -> dict[str, Any]:
+        """The effective settings (after recipe defaults) for sidecars."""
+        return {
+            "fusion": self.fusion,
+            "overlap_rule": self.overlap_rule,
+            "lcc": self.lcc,
+            "threshold": self.settings.threshold,
+            "tta": self.settings.tta,
+            "roi": self.use_roi,
+            "device": str(self.device),
+        }
+
+    def _run(self, net: torch.nn.Module, volume: torch.Tensor) -> torch.Tensor:
+        """Full-resolution probabilities (2, ...) on the CPU, with optional TTA."""
+        s = self.settings
+        sliding = use_sliding(volume.shape, s.sliding_window, self.spec.n_filters)
+
+        def once(x: torch.Tensor) -> torch.Tensor:
+            return network_probabilities(
+                net, x, self.device, sliding, self.roi_size, s.overlap, s.amp
+            )
+
+        return tta_probabilities(once, volume) if s.tta else once(volume)
+
+    def _coarse(self, net: torch.nn.Module, volume: torch.Tensor) -> torch.Tensor:
+        if use_sliding(volume.shape, self.settings.sliding_window, self.spec.n_filters):
+            return network_probabilities(
+                net,
+                volume,
+                self.device,
+                True,
+                self.roi_size,
+                self.settings.overlap,
+                self.settings.amp,
+            )
+        return whole_volume(net, volume, self.device, self.settings.amp)
+
+    def _labels(self, p1: np.ndarray, p2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return fuse_to_labels(p1, p2, self.fusion, self.settings.threshold, self.overlap_rule)
+
+    def predict_volume(self, volume: Volume) -> Prediction:
+        """Segment one canonical volume.
+
+        Example:
+            >>> pred = predictor.predict_volume(load_image("scan.nii.gz"))  # doctest: +SKIP
+            >>> pred.labels.dtype, pred.labels.shape == vol.data.shape  # doctest: +SKIP
+        """
+        timings: dict[str, float] = {}
+        info: dict[str, Any] = self.describe()
+        start = time.perf_counter()
+        crop, box = crop_and_normalise(
+            volume.data, margin=self.spec.crop_margin, clip_percentiles=self.spec.clip_percentiles
+        )
+        view1 = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32)).to(self.device)
+        view2 = frequency_view(view1, self.spec.view_mode, self.spec.cutoff)
+        timings["preprocess_s"] = time.perf_counter() - start
+
+        t = time.perf_counter()
+        nets = (self.model.vnet1, self.model.vnet2)
+        maps = None
+        if self.use_roi:
+            found = roi_mod.roi_probabilities(self._run, nets, (view1, view2), self._coarse)
+            if found is None:
+                info["roi_fallback"] = "coarse pass found nothing worth a box"
+            else:
+                maps, roi_box = found
+                labels_crop, fused = self._labels(*maps)
+                if roi_mod.touches_inner_face(labels_crop, roi_box):
+                    info["roi_fallback"] = "segmentation reached the box"
+                    maps = None
+                else:
+                    info["roi_box"] = [[s.start, s.stop] for s in roi_box]
+        if maps is None:
+            maps = [
+                self._run(net, view).numpy() for net, view in zip(nets, (view1, view2), strict=True)
+            ]
+            labels_crop, fused = self._labels(*maps)
+        timings["inference_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        if self.lcc:
+            labels_crop = keep_largest_per_side(labels_crop)
+        labels = np.zeros(volume.data.shape, dtype=np.uint8)
+        labels[box] = labels_crop
+        dice = view_agreement_dice(maps[0], maps[1], self.settings.threshold)
+        timings["postprocess_s"] = time.perf_counter() - t
+        timings["total_s"] = time.perf_counter() - start
+        return Prediction(
+            labels=labels,
+            prob1=maps[0],
+            prob2=maps[1],
+            fused=fused.astype(np.float32),
+            box=box,
+            view_dice=dice,
+            timings=timings,
+            info=info,
+        )

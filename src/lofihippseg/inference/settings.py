@@ -1,0 +1,85 @@
+"""Prediction settings (re-exported by :mod:`lofihippseg.inference.api`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lofihippseg.errors import LoFiError
+
+DEVICES = ("auto", "cpu", "cuda")
+ROI_MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """How ``predict`` runs and what it writes.
+
+    Attributes:
+        fusion: ``mean`` or ``union``; None = the recipe's (released: union, paper: mean).
+        threshold: a channel is on where the fused probability is above this.
+        lcc: keep the largest connected component per side; None = the recipe's
+            (released: off, paper: on).
+        tta: average over flips (left-right flips swap the channels back).
+        sliding_window: ``auto`` (sliding windows only for volumes too large for one pass),
+            ``on`` or ``off`` (whole volume padded to a multiple of 16).
+        roi_size: sliding-window size (multiples of 16).
+        overlap: sliding-window overlap fraction.
+        roi: ``auto`` (on CPU, except for the released recipe), ``on`` or ``off``: locate
+            the hippocampi with a coarse half-resolution pass, then run full resolution only
+            in a box around them; falls back to the whole volume when the coarse pass finds
+            nothing or the result touches the box.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        threads: CPU threads for torch (None = torch's default).
+        amp: float16 mixed precision on CUDA.
+        save_probabilities: write the fused left/right probability maps.
+        save_uncertainty: write the view-disagreement map.
+        qc: write a QC PNG per case.
+        lisa_names: name outputs ``LISA_HF_XXXX_hipp_prediction.nii.gz``.
+        overwrite: recompute cases whose outputs exist.
+        shard: ``(i, n)``: process only the i-th of n parts (1-based) of the sorted case list.
+    """
+
+    fusion: str | None = None
+    threshold: float = 0.5
+    lcc: bool | None = None
+    tta: bool = False
+    sliding_window: str = "auto"
+    roi_size: tuple[int, int, int] = (128, 128, 128)
+    overlap: float = 0.25
+    roi: str = "auto"
+    device: str = "auto"
+    threads: int | None = None
+    amp: bool = True
+    save_probabilities: bool = False
+    save_uncertainty: bool = False
+    qc: bool = True
+    lisa_names: bool = False
+    overwrite: bool = False
+    shard: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.fusion not in (None, "mean", "union"):
+            raise LoFiError(f"unknown fusion {self.fusion!r}; expected mean or union")
+        if not 0.0 < self.threshold < 1.0:
+            raise LoFiError(f"threshold must be between 0 and 1, got {self.threshold}")
+        if self.device not in DEVICES:
+            raise LoFiError(f"unknown device {self.device!r}; expected one of {DEVICES}")
+        if self.roi not in ROI_MODES:
+            raise LoFiError(f"unknown ROI mode {self.roi!r}; expected one of {ROI_MODES}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise LoFiError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.shard is not None:
+            i, n = self.shard
+            if n < 1 or not 1 <= i <= n:
+                raise LoFiError(f"shard must be I/N with 1 <= I <= N, got {i}/{n}")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise LoFiError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
+    return torch.device(device)

@@ -1,0 +1,60 @@
+"""Test-time augmentation by flips that never mixes left and right.
+
+Arrays are in canonical RAS order, so axis 0 runs from the subject's left to right. Flipping
+axis 0 turns a left hippocampus into a right one: after flipping the output back, the two
+channels (0 = left, 1 = right) are swapped back too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+# identity and the three single-axis flips (axes of the (D, H, W) volume)
+DEFAULT_FLIPS: tuple[tuple[int, ...], ...] = ((), (0,), (1,), (2,))
+
+
+def flip_probabilities(probs: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
+    """Flip a (2, D, H, W) map along spatial ``axes``, swapping channels for a left-right flip.
+
+    Example:
+        >>> p = torch.zeros(2, 4, 1, 1); p[0, 0] = 1  # left channel, leftmost voxel
+        >>> q = flip_probabilities(p, (0,))
+        >>> q[1, 3].item(), q[0].sum().item()  # now the right channel, rightmost voxel
+        (1.0, 0.0)
+    """
+    if not axes:
+        return probs
+    out = torch.flip(probs, dims=[a + 1 for a in axes])
+    if 0 in axes:
+        out = out.flip(0)  # swap channels: left <-> right
+    return out
+
+
+def tta_probabilities(
+    run: Callable[[torch.Tensor], torch.Tensor],
+    volume: torch.Tensor,
+    flips: Sequence[Sequence[int]] = DEFAULT_FLIPS,
+) -> torch.Tensor:
+    """Average of ``run`` over flipped copies of ``volume`` (D, H, W), mapped back.
+
+    Args:
+        run: maps a (D, H, W) volume to (2, D, H, W) probabilities.
+        volume: the input volume in canonical order.
+        flips: the flips to average; ``()`` is the identity.
+
+    Example:
+        >>> run = lambda v: torch.stack([v, 1 - v])
+        >>> tta_probabilities(run, torch.rand(3, 4, 5)).shape
+        torch.Size([2, 3, 4, 5])
+    """
+    total: torch.Tensor | None = None
+    for axes in flips:
+        axes = tuple(axes)
+        x = torch.flip(volume, dims=list(axes)) if axes else volume
+        # the network sees a mirrored head; its "left" channel is the true right side
+        probs = flip_probabilities(run(x), axes)
+        total = probs if total is None else total + probs
+    assert total is not None, "at least one flip is needed"
+    return total / len(flips)

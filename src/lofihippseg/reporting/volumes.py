@@ -1,0 +1,123 @@
+"""Hippocampal volumes, asymmetry, and the cohort CSV (``volumes.csv``).
+
+The CSV has one row per case and is merged, never appended blindly: a rerun replaces the
+case's row. Writes are atomic (temporary file, then rename) and, where the platform allows,
+serialised with a lock file so that shards sharing an output folder do not lose rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+COLUMNS = ("case", "left_ml", "right_ml", "asymmetry_index", "view_dice", "status")
+
+
+def side_volumes_ml(labels: np.ndarray, voxel_volume_ml: float) -> tuple[float, float]:
+    """Left (label 1) and right (label 2) volumes in mL: voxel count x voxel volume.
+
+    Example:
+        >>> lab = np.zeros((4, 4, 4), np.uint8); lab[0, :2] = 1; lab[3, 0, 0] = 2
+        >>> side_volumes_ml(lab, 0.001)
+        (0.008, 0.001)
+    """
+    return (
+        int(np.count_nonzero(labels == 1)) * voxel_volume_ml,
+        int(np.count_nonzero(labels == 2)) * voxel_volume_ml,
+    )
+
+
+def asymmetry_index(left: float, right: float) -> float:
+    """(L - R) / ((L + R) / 2); NaN when both are 0.
+
+    Example:
+        >>> asymmetry_index(3.0, 1.0)
+        1.0
+    """
+    mean = (left + right) / 2
+    return float("nan") if mean == 0 else (left - right) / mean
+
+
+def volume_row(
+    case: str, labels: np.ndarray, voxel_volume_ml: float, view_dice: float, status: str = "ok"
+) -> dict[str, Any]:
+    """One CSV row for a segmented case.
+
+    Example:
+        >>> volume_row("c1", np.ones((2, 2, 2), np.uint8), 1.0, 0.9)["left_ml"]
+        8.0
+    """
+    left, right = side_volumes_ml(labels, voxel_volume_ml)
+    return {
+        "case": case,
+        "left_ml": round(left, 6),
+        "right_ml": round(right, 6),
+        "asymmetry_index": round(asymmetry_index(left, right), 6),
+        "view_dice": round(float(view_dice), 6),
+        "status": status,
+    }
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path.lock`` (POSIX); a no-op where fcntl is missing."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: single-writer only
+        yield
+        return
+    lock = path.with_name(f".{path.name}.lock")
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a volumes CSV (empty list when absent)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _fmt(value: Any) -> Any:
+    return "" if isinstance(value, float) and math.isnan(value) else value
+
+
+def update_volumes_csv(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
+    """Merge rows into the CSV by case (new rows replace old ones), sorted by case, atomically.
+
+    Example:
+        >>> update_volumes_csv("out/volumes.csv", [row])  # doctest: +SKIP
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path):
+        merged = {r["case"]: r for r in read_rows(path)}
+        for row in rows:
+            merged[str(row["case"])] = {k: _fmt(v) for k, v in row.items()}
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+                writer.writeheader()
+                for case in sorted(merged):
+                    writer.writerow(merged[case])
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return path
