@@ -1,0 +1,190 @@
+"""Our side of the MSD hippocampus benchmark: ``lofihippseg train/predict/evaluate`` (the CLI).
+
+The benchmark calls the user-facing command line in subprocesses, so it measures (and keeps
+testing) what a user runs. The training budget is met by timing the first few iterations (seconds
+per iteration, start-up cost) and resuming the run with the number of iterations that fits the
+rest of the budget, so its cosine schedule ends on time.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# the small-crop recipe: MSD crops are 31-43 x 40-59 x 24-47 voxels, so one zero-padded patch
+# holds a whole crop (the VNet needs multiples of 16 per axis); intensities span uint8 to ~1e6,
+# hence the percentile clip before min-max normalisation. n_filters is set per device by run.py
+# (8 on CPU: ~3x more iterations in a budget; 16, the released width, on a GPU).
+SMALL_CROP_RECIPE = {
+    "patch_size": [48, 64, 48],
+    "batch_size": 4,
+    "lr": 0.01,
+    "foreground_fraction": 0.5,
+    "amp": False,
+    "num_workers": 0,
+    "model": {"n_filters": 16, "clip_percentiles": [0.5, 99.5]},
+}
+
+
+@dataclass
+class OursRow:
+    """One configuration of our method: extra ``train`` options and extra ``predict`` options."""
+
+    name: str
+    train_args: list[str] = field(default_factory=list)
+    predict_args: list[str] = field(default_factory=list)
+    reuse: str | None = None  # name of a row whose trained model this row only re-predicts
+    note: str = ""
+
+
+def cli(*args: str) -> list[str]:
+    """The ``lofihippseg`` command line of the running interpreter."""
+    return [sys.executable, "-m", "lofihippseg", *args]
+
+
+def _env(threads: int | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if threads:
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+    return env
+
+
+def _run(cmd: list[str], log_path: Path, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    with open(log_path, "a") as fh:
+        fh.write(f"\n$ {' '.join(cmd)}\n")
+        fh.flush()
+        result = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        tail = "".join(log_path.read_text().splitlines(keepends=True)[-25:])
+        raise RuntimeError(f"command failed ({' '.join(cmd[2:4])}), see {log_path}:\n{tail}")
+    return seconds
+
+
+def write_training_data(folder: Path, train: list, val: list) -> Path:
+    """A CSV of the training+validation cases with ``train.list``/``val.list`` beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "cases.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["case_id", "image", "label"])
+        for case in [*train, *val]:
+            writer.writerow([case.case_id, str(case.image), str(case.label)])
+    (folder / "train.list").write_text("".join(f"{c.case_id}\n" for c in train))
+    (folder / "val.list").write_text("".join(f"{c.case_id}\n" for c in val))
+    return folder / "cases.csv"
+
+
+def write_base_config(
+    path: Path, data_csv: Path, device: str, seed: int, n_filters: int, batch_size: int
+) -> Path:
+    """The recipe as a partial TrainConfig JSON (``lofihippseg train --config``).
+
+    ``data`` is included because a config without data does not validate on its own; the
+    ``DATA`` argument of ``train`` replaces it.
+    """
+    config = {"data": [str(data_csv)], **SMALL_CROP_RECIPE, "device": device, "seed": seed}
+    config["model"] = {**config["model"], "n_filters": n_filters}
+    config["batch_size"] = batch_size
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def _seconds_at_last_validation(run: Path) -> float:
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    return float(rows[-1]["seconds"])
+
+
+@dataclass
+class TrainResult:
+    run: Path
+    train_s: float  # wall time of both training commands (what the budget covers)
+    iterations: int
+    s_per_iteration: float
+
+
+def train_within_budget(
+    row: OursRow,
+    work: Path,
+    data_csv: Path,
+    base_config: Path,
+    budget_s: float,
+    first_iterations: int,
+    val_every: int,
+    threads: int | None,
+    log=print,
+) -> TrainResult:
+    """Train ``first_iterations``, time them, then resume to the iteration count that fits.
+
+    The first command doubles as the timing run: its seconds per iteration (one validation
+    included, so the estimate errs on the safe side) and its start-up cost set how many
+    iterations the resumed run (``train --resume RUN --iterations N``) gets; the cosine schedule
+    of the resumed run spans all N iterations.
+    """
+    env = _env(threads)
+    runs, log_path = work / "runs", work / f"{row.name}.log"
+    cmd = cli("train", str(data_csv), "--config", str(base_config), "--out", str(runs),
+              *row.train_args, "--name", row.name, "--iterations", str(first_iterations),
+              "--val-every", str(val_every))  # fmt: skip
+    log(f"[ours:{row.name}] first {first_iterations} iterations (timing)")
+    first_wall = _run(cmd, log_path, env)
+    loop_s = _seconds_at_last_validation(runs / row.name)
+    s_per_it = loop_s / first_iterations
+    startup = max(first_wall - loop_s, 0.0)
+    left = budget_s - first_wall - startup
+    extra = max(int(0.9 * left / s_per_it), 0)  # ~10 % kept for the validations
+    total = first_iterations + extra
+    log(f"[ours:{row.name}] {s_per_it:.2f} s/iteration, start-up {startup:.0f} s: "
+        f"{extra} more iterations in the remaining {max(left, 0):.0f} s")  # fmt: skip
+    train_s = first_wall
+    if extra > 0:
+        cmd = cli("train", "--resume", str(runs / row.name), "--iterations", str(total))
+        train_s += _run(cmd, log_path, env)
+    return TrainResult(runs / row.name, train_s, total, s_per_it)
+
+
+def predict_and_evaluate(
+    row: OursRow,
+    run: Path,
+    work: Path,
+    test_images: Path,
+    test_labels: Path,
+    n_test: int,
+    device: str,
+    threads: int | None,
+) -> tuple[dict, float]:
+    """Predict the test images with ``run`` and score them; returns (summary, seconds per case)."""
+    env = _env(threads)
+    pred, log_path = work / "predictions" / row.name, work / f"{row.name}.log"
+    cmd = cli(
+        "predict",
+        str(test_images),
+        "-o",
+        str(pred),
+        "--model",
+        str(run),
+        "--device",
+        device,
+        "--roi",
+        "off",
+        "--sliding-window",
+        "off",
+        "--no-qc",
+        "--quiet",
+        "--overwrite",
+        *row.predict_args,
+    )
+    predict_s = _run(cmd, log_path, env)
+    return evaluate(pred, test_labels, work / "evaluation" / row.name, log_path), predict_s / n_test
+
+
+def evaluate(pred: Path, labels: Path, out: Path, log_path: Path) -> dict:
+    """``lofihippseg evaluate PRED GT -o OUT``; returns its metrics_summary.json."""
+    _run(cli("evaluate", str(pred), str(labels), "-o", str(out)), log_path, _env(None))
+    return json.loads((out / "metrics_summary.json").read_text())
