@@ -1,0 +1,197 @@
+"""``lofihippseg train``: train the dual-view model; one run = one folder."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lofihippseg.config import load_settings
+
+
+def _patch(value: str | None) -> tuple[int, int, int] | None:
+    if value is None:
+        return None
+    try:
+        parts = [int(v) for v in value.replace("x", ",").split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give one size (128) or three (128,128,96)") from None
+    if len(parts) not in (1, 3):
+        raise click.BadParameter(f"{value!r}: give one size (128) or three (128,128,96)")
+    return tuple(parts * 3 if len(parts) == 1 else parts)  # type: ignore[return-value]
+
+
+def build_config(
+    data: tuple[str, ...],
+    config_json: str | None,
+    recipe: str | None,
+    top: dict[str, Any],
+    model: dict[str, Any],
+    loss: dict[str, Any],
+):
+    """TrainConfig from (in order) defaults or ``--config``, the recipe, then explicit options."""
+    from lofihippseg.training.config import TrainConfig, released_recipe
+
+    top = {k: v for k, v in top.items() if v is not None}
+    model = {k: v for k, v in model.items() if v is not None}
+    loss = {k: v for k, v in loss.items() if v is not None}
+    base: dict[str, Any] = {}
+    if config_json:
+        base = {
+            f.name: getattr(load_settings(TrainConfig, config_json), f.name)
+            for f in dataclasses.fields(TrainConfig)
+        }
+    if data:
+        base["data"] = tuple(data)
+    for key in ("synthetic", "out_dir", "name"):  # needed by validation of the base config
+        if key in top:
+            base[key] = top[key]
+    config = TrainConfig(**base)
+    if recipe == "released":
+        config = released_recipe(config)
+    if recipe is not None:
+        config = config.replace(recipe=recipe)
+    return config.replace(
+        **top,
+        model=dataclasses.replace(config.model, **model),
+        loss=dataclasses.replace(config.loss, **loss),
+    )
+
+
+@click.command(name="train")
+@click.argument("data", nargs=-1, type=click.Path(exists=True, path_type=str))
+@click.option(
+    "--config",
+    "config_json",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Start from the settings in this JSON file (e.g. a run's config.json).",
+)
+@click.option("--val-fraction", type=float, help="Share of cases held out for validation (0.2).")
+@click.option(
+    "--synthetic",
+    type=str,
+    help="Folder of label maps for on-the-fly synthetic "
+    "images, or 'packaged' for the shipped ones. DATA is optional when given.",
+)
+@click.option(
+    "--synthetic-fraction",
+    type=float,
+    help="Probability that a training sample is synthetic when DATA is also given.",
+)
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), help="Parent folder of runs (runs/)."
+)
+@click.option("--name", help="Run folder name (default: a time stamp).")
+@click.option(
+    "--recipe",
+    type=click.Choice(["paper", "released"]),
+    help="paper (default): the method done right; released: the authors' training "
+    "with its quirks (unmasked view in training, untrained critic, ungated mutual loss, "
+    "cycling cosine, legacy view, no augmentation).",
+)
+@click.option("--iterations", type=int, help="Training iterations (30000).")
+@click.option("--batch", "batch_size", type=int, help="Global batch size (8).")
+@click.option(
+    "--patch", type=str, help="Patch size: one number (128) or three (128,128,96); multiples of 16."
+)
+@click.option("--n-filters", type=int, help="Base width of each VNet (16 = released).")
+@click.option(
+    "--val-every", type=int, help="Validate and save a checkpoint every N iterations (150)."
+)
+@click.option("--lr", type=float, help="SGD learning rate of each VNet (0.01).")
+@click.option("--device", type=str, help="auto (default), cpu, cuda or cuda:N.")
+@click.option("--amp/--no-amp", default=None, help="Mixed precision on GPU (default on).")
+@click.option("--seed", type=int, help="Random seed (1337).")
+@click.option(
+    "--foreground-fraction",
+    type=float,
+    help="Probability that a patch is centred on a hippocampus voxel (0.5; released 0).",
+)
+@click.option(
+    "--view-mode",
+    type=click.Choice(["highpass", "lowpass", "legacy"]),
+    help="Second-view frequency mask (highpass; released: legacy).",
+)
+@click.option(
+    "--cutoff", type=float, help="Frequency ball radius as a fraction of max(D,H,W) (0.1)."
+)
+@click.option("--no-augment", is_flag=True, default=None, help="Switch augmentation off.")
+@click.option(
+    "--no-critic",
+    is_flag=True,
+    default=None,
+    help="No critic at all: no adversarial term, no critic step, ungated mutual loss.",
+)
+@click.option(
+    "--no-gate",
+    is_flag=True,
+    default=None,
+    help="Mutual loss without the per-voxel confidence gate (released variant).",
+)
+@click.option("--no-mutual", is_flag=True, default=None, help="Drop the mutual (cross-view) loss.")
+@click.option(
+    "--single-view",
+    is_flag=True,
+    default=None,
+    help="Train only network 1 on the image (ablation).",
+)
+@click.option(
+    "--init1",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Start VNet 1 (and VNet 2 unless --init2) from this checkpoint: ours, a bundle, "
+    "or a released plain state dict (best_model_1.pth).",
+)
+@click.option(
+    "--init2",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Start VNet 2 from this checkpoint.",
+)
+@click.option(
+    "--init-critic",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Start the critic from this checkpoint.",
+)
+@click.option("--num-workers", type=int, help="Data-loading worker processes (2).")
+@click.option(
+    "--resume",
+    type=click.Path(exists=True, file_okay=False),
+    help="Continue the run in this folder from its last checkpoint (only --iterations, "
+    "--device and --num-workers may change).",
+)
+def command(data, config_json, recipe, resume, **opts) -> None:
+    """Train the dual-view model on labelled DATA (folders in LISA / nnU-Net / MSD layout, or
+    CSV files of image,label paths) and/or synthetic images.
+
+    \b
+    Examples:
+      lofihippseg train LISA_train/ --iterations 30000 --name paper
+      lofihippseg train LISA_train/ --recipe released \
+          --init1 best_model_1.pth --init2 best_model_2.pth
+      torchrun --nproc_per_node 4 -m lofihippseg train LISA_train/ --batch 8
+      lofihippseg train --resume runs/paper --iterations 40000
+    """
+    from lofihippseg.training.loop import resume_config, train
+
+    if resume:
+        keep = {k: opts[k] for k in ("iterations", "device", "num_workers") if opts[k] is not None}
+        run = train(resume_config(resume, **keep), resume=Path(resume))
+        click.echo(f"run folder: {run}")
+        return
+    if not data and not opts["synthetic"] and not config_json:
+        raise click.UsageError("give DATA (labelled cases) and/or --synthetic DIR")
+    loss: dict[str, Any] = {}
+    if opts.pop("no_critic"):
+        loss.update(use_adversarial=False, train_critic=False, use_gate=False)
+    if opts.pop("no_gate"):
+        loss["use_gate"] = False
+    if opts.pop("no_mutual"):
+        loss["use_mutual"] = False
+    model = {k: opts.pop(k) for k in ("n_filters", "view_mode", "cutoff")}
+    if opts.pop("no_augment"):
+        opts["use_augmentation"] = False
+    opts["patch_size"] = _patch(opts.pop("patch"))
+    config = build_config(data, config_json, recipe, opts, model, loss)
+    run = train(config)
+    click.echo(f"run folder: {run}")

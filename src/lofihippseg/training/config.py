@@ -1,0 +1,166 @@
+"""Training settings: one frozen dataclass, saved as ``config.json`` in every run folder.
+
+Two recipes (``recipe``):
+
+- ``paper`` (default): the method done right. Network 2 sees the frequency-masked view in
+  training, the mutual loss is gated per voxel by a critic that learns (own AdamW step), one
+  cosine over the whole run, augmentation and foreground-aware patch sampling on.
+- ``released``: the authors' released training with its quirks, for comparison. Both networks
+  see the unmasked image in training (the ``legacy`` masked view only at validation/test), the
+  critic keeps its random weights, the mutual loss is ungated (mask x averaged BCE), no
+  augmentation, plain random crops, and the cosine is a per-epoch schedule stepped every
+  iteration: ``T_max = iterations // epoch_length`` with ``epoch_length = ceil(n_train / batch)``
+  (the released loop), so the rate cycles; with no finite training set (synthetic only)
+  ``T_max = iterations // 8``, i.e. four full cycles as the released 30k-iteration run had.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from lofihippseg.models.registry import ModelSpec
+from lofihippseg.synth.config import SynthConfig
+from lofihippseg.training.augment import AugmentConfig
+from lofihippseg.training.losses import LossConfig
+
+RECIPES = ("paper", "released")
+LR_SCHEDULES = ("cosine", "cosine_per_epoch")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """All settings of a training run.
+
+    Attributes:
+        data: folders (LISA / nnU-Net / MSD layout) or CSV files of labelled cases.
+        synthetic: folder of label maps for on-the-fly synthetic images (``"packaged"`` = the
+            label maps shipped with the package); ``None`` = real cases only.
+        synth: settings of the synthetic generator (image size, contrast, artefact ranges).
+        synthetic_fraction: probability that a training sample is synthetic (when both are
+            given; 1.0 is forced when there are no real cases).
+        val_fraction: share of real cases held out for validation.
+        n_val_synthetic: validation volumes generated when there are no real validation cases.
+        seed: seeds weights, data sampling and augmentation.
+        patch_size: training patch (D, H, W); multiples of 16.
+        batch_size: global batch (split over processes in distributed training).
+        iterations: number of training iterations.
+        lr, momentum, weight_decay: SGD settings of each VNet.
+        lr_schedule: ``cosine`` (one cosine over the run) or ``cosine_per_epoch`` (released).
+        critic_lr, critic_weight_decay: AdamW settings of the critic.
+        val_every: validate (and save ``last.pt``) every this many iterations.
+        val_max_voxels: validate whole (padded) volumes up to this size, else sliding window.
+        recipe: ``paper`` or ``released`` (see the module docstring).
+        model: network width and the view / preprocessing settings (saved with checkpoints).
+        loss: weights and switches of each loss term.
+        augment: augmentation settings; ``use_augmentation`` switches it.
+        train_second_view: network 2 sees the frequency view in training (``False``: released).
+        single_view: train network 1 only (ablation; no mutual loss).
+        foreground_fraction: probability that a patch is centred on a random foreground voxel.
+        amp: mixed precision (fp16 autocast + GradScaler), only on CUDA.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        num_workers: DataLoader worker processes.
+        cache_cases: keep loaded (cropped, normalised) cases in memory.
+        sync_batchnorm: use SyncBatchNorm across processes on CUDA (batch norm statistics of
+            the global batch); on CPU batch-norm statistics are per process.
+        init1, init2, init_critic: checkpoints to start from (ours, or released plain state
+            dicts); ``init1`` alone initialises both VNets.
+        out_dir: parent folder of run folders; name: run folder name (default: time stamp).
+    """
+
+    data: tuple[str, ...] = ()
+    synthetic: str | None = None
+    synthetic_fraction: float = 0.0
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    val_fraction: float = 0.2
+    n_val_synthetic: int = 4
+    seed: int = 1337
+    patch_size: tuple[int, int, int] = (128, 128, 128)
+    batch_size: int = 8
+    iterations: int = 30000
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_schedule: str = "cosine"
+    critic_lr: float = 1e-4
+    critic_weight_decay: float = 0.01
+    val_every: int = 150
+    val_max_voxels: int = 256**3
+    recipe: str = "paper"
+    model: ModelSpec = field(default_factory=ModelSpec)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    use_augmentation: bool = True
+    train_second_view: bool = True
+    single_view: bool = False
+    foreground_fraction: float = 0.5
+    amp: bool = True
+    device: str = "auto"
+    num_workers: int = 2
+    cache_cases: bool = True
+    sync_batchnorm: bool = True
+    init1: str | None = None
+    init2: str | None = None
+    init_critic: str | None = None
+    out_dir: str = "runs"
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        from lofihippseg.errors import LoFiError
+
+        if self.recipe not in RECIPES:
+            raise LoFiError(f"unknown recipe {self.recipe!r}; expected one of {RECIPES}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise LoFiError(f"unknown lr_schedule {self.lr_schedule!r}; expected {LR_SCHEDULES}")
+        if len(self.patch_size) != 3 or any(int(p) % 16 or int(p) <= 0 for p in self.patch_size):
+            raise LoFiError(f"patch size {self.patch_size} must be three positive multiples of 16")
+        if self.batch_size < 1 or self.iterations < 1 or self.val_every < 1:
+            raise LoFiError("batch size, iterations and val_every must be >= 1")
+        if not 0.0 <= self.synthetic_fraction <= 1.0 or not 0.0 <= self.foreground_fraction <= 1.0:
+            raise LoFiError("synthetic_fraction and foreground_fraction must be in [0, 1]")
+        if any(isinstance(k, str) for k in self.synth.tissue_of_label):  # after a JSON round trip
+            table = {int(k): v for k, v in self.synth.tissue_of_label.items()}
+            object.__setattr__(
+                self, "synth", dataclasses.replace(self.synth, tissue_of_label=table)
+            )
+        if not self.data and self.synthetic is None:
+            raise LoFiError("no training data: give DATA (labelled cases) and/or --synthetic DIR")
+
+    @classmethod
+    def released(cls, **overrides) -> TrainConfig:
+        """The released recipe's settings, with ``overrides`` applied on top.
+
+        Example:
+            >>> TrainConfig.released(data=("lisa/",)).loss.train_critic
+            False
+        """
+        return released_recipe(cls(**overrides))
+
+    def synth_config(self) -> SynthConfig:
+        """The synthetic generator's settings."""
+        return self.synth
+
+    def replace(self, **changes) -> TrainConfig:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def released_recipe(config: TrainConfig) -> TrainConfig:
+    """Turn a config into the released recipe (keeps data, sizes, seeds and output settings).
+
+    Example:
+        >>> released_recipe(TrainConfig(data=("lisa/",))).model.view_mode
+        'legacy'
+    """
+    model = dataclasses.replace(config.model, view_mode="legacy", recipe="released")
+    loss = dataclasses.replace(config.loss, use_gate=False, train_critic=False)
+    return dataclasses.replace(
+        config,
+        recipe="released",
+        model=model,
+        loss=loss,
+        lr_schedule="cosine_per_epoch",
+        train_second_view=False,
+        use_augmentation=False,
+        foreground_fraction=0.0,
+    )

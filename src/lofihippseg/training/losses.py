@@ -1,0 +1,171 @@
+"""The losses of the dual-view method (METHOD.md, "The losses").
+
+All functions take *logits* (network or critic outputs before the sigmoid) and use
+``binary_cross_entropy_with_logits`` for numerical stability (also under fp16 autocast).
+Targets are two-channel float maps: channel 0 = left (label 1), channel 1 = right (label 2).
+
+Network k minimises ``supervised + alpha * mutual + mu * adversarial``; the critic minimises
+:func:`critic_loss` with its own optimiser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# Sums a tensor over processes (distributed training); identity on one process.
+Reducer = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights and switches of each loss term (defaults: the paper's values).
+
+    Attributes:
+        dice_weight: ``dl_w``, weight of the soft Dice term of the supervised loss.
+        ce_weight: ``ce_w``, weight of the BCE term of the supervised loss.
+        use_mutual: add the mutual (cross-view) loss.
+        mutual_weight: ``alpha``.
+        use_gate: gate the mutual loss per voxel by the critic's confidence (paper); ``False``
+            reproduces the released code, where the mask multiplied an already averaged BCE.
+        gate_threshold: ``t_m``; a voxel teaches when ``sigmoid(critic(p_o)) > t_m``.
+        use_adversarial: add the generator-side adversarial loss.
+        adversarial_weight: ``mu``.
+        train_critic: give the critic its own AdamW step (``False``: released, untrained critic).
+        dice_smooth: smoothing of the soft Dice.
+    """
+
+    dice_weight: float = 1.0
+    ce_weight: float = 0.2
+    use_mutual: bool = True
+    mutual_weight: float = 0.3
+    use_gate: bool = True
+    gate_threshold: float = 0.2
+    use_adversarial: bool = True
+    adversarial_weight: float = 0.01
+    train_critic: bool = True
+    dice_smooth: float = 1.0
+
+    @property
+    def needs_critic(self) -> bool:
+        """Whether the critic is used at all (for the gate, the adversarial term or training)."""
+        return self.use_adversarial or self.train_critic or (self.use_mutual and self.use_gate)
+
+
+def one_hot_targets(label: torch.Tensor, n_classes: int = 2) -> torch.Tensor:
+    """Label map (B, D, H, W) with values 0..n_classes -> float targets (B, n_classes, D, H, W).
+
+    Example:
+        >>> one_hot_targets(torch.tensor([[[[0, 1, 2]]]])).shape
+        torch.Size([1, 2, 1, 1, 3])
+    """
+    return torch.stack([(label == c + 1) for c in range(n_classes)], dim=1).float()
+
+
+def soft_dice_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    smooth: float = 1.0,
+    reduce: Reducer | None = None,
+) -> torch.Tensor:
+    """Mean over channels of ``1 - softDice``, each channel's Dice over the whole batch.
+
+    ``softDice = (2 * sum(p * y) + smooth) / (sum(p) + sum(y) + smooth)`` with ``p`` the sigmoid.
+    ``reduce`` sums the three sums over processes so that Dice is over the global batch.
+
+    Example:
+        >>> y = torch.ones(1, 2, 2, 2, 2)
+        >>> float(soft_dice_loss(torch.full_like(y, 50.0), y)) < 1e-6
+        True
+    """
+    p = torch.sigmoid(logits.float())
+    dims = [0] + list(range(2, p.ndim))  # all but the channel axis
+    sums = torch.stack([(p * target).sum(dims), p.sum(dims), target.sum(dims)])  # (3, C)
+    if reduce is not None:
+        sums = reduce(sums)
+    dice = (2 * sums[0] + smooth) / (sums[1] + sums[2] + smooth)
+    return (1 - dice).mean()
+
+
+def supervised_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    config: LossConfig = LossConfig(),
+    reduce: Reducer | None = None,
+) -> torch.Tensor:
+    """``dl_w * mean_c(1 - softDice) + ce_w * mean_c BCE`` (BCE averaged over voxels).
+
+    Example:
+        >>> y = torch.zeros(1, 2, 4, 4, 4); y[:, 0, :2] = 1
+        >>> float(supervised_loss(torch.zeros_like(y), y)) > 0
+        True
+    """
+    dice = soft_dice_loss(logits, target, config.dice_smooth, reduce)
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target)
+    return config.dice_weight * dice + config.ce_weight * bce
+
+
+def confidence_mask(critic_logits: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
+    """``1[sigmoid(critic_logits) > threshold]`` as a float map (no gradient)."""
+    return (torch.sigmoid(critic_logits.detach().float()) > threshold).float()
+
+
+def mutual_loss(
+    logits_k: torch.Tensor,
+    probs_o: torch.Tensor,
+    critic_logits_o: torch.Tensor | None,
+    threshold: float = 0.2,
+    gated: bool = True,
+) -> torch.Tensor:
+    """Network k learns from the other network's probabilities where the critic trusts them.
+
+    Gated (paper): ``mean over voxels and channels of 1[sigmoid(critic(p_o)) > t_m] *
+    BCE(p_k, stopgrad(p_o))``, per voxel. Ungated (released code): the same mask multiplies the
+    BCE already averaged over all voxels, so the gate cannot select voxels (only rescales).
+    ``critic_logits_o=None`` means no critic: every voxel teaches.
+
+    Example:
+        >>> logits, probs = torch.zeros(1, 2, 2, 2, 2), torch.ones(1, 2, 2, 2, 2)
+        >>> gate = torch.full_like(logits, -10.0)  # critic confident nowhere
+        >>> float(mutual_loss(logits, probs, gate))
+        0.0
+    """
+    target = probs_o.detach().float()
+    bce = F.binary_cross_entropy_with_logits(logits_k.float(), target, reduction="none")
+    if critic_logits_o is None:
+        return bce.mean()
+    mask = confidence_mask(critic_logits_o, threshold)
+    if gated:
+        return (mask * bce).mean()
+    return (mask * bce.mean()).mean()
+
+
+def generator_adversarial_loss(critic_logits_k: torch.Tensor) -> torch.Tensor:
+    """``BCE(critic(p_k), 1)``: network k tries to make the critic call its output real.
+
+    Example:
+        >>> round(float(generator_adversarial_loss(torch.zeros(1, 2, 1, 1, 1))), 4)
+        0.6931
+    """
+    logits = critic_logits_k.float()
+    return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+
+
+def critic_loss(critic_logits_real: torch.Tensor, critic_logits_fake: torch.Tensor) -> torch.Tensor:
+    """``0.5 * (BCE(critic(y), 1) + BCE(critic(stopgrad(p)), 0))``.
+
+    The caller passes ``critic(p.detach())`` as ``critic_logits_fake``.
+
+    Example:
+        >>> z = torch.zeros(1, 2, 1, 1, 1)
+        >>> round(float(critic_loss(z, z)), 4)
+        0.6931
+    """
+    real, fake = critic_logits_real.float(), critic_logits_fake.float()
+    return 0.5 * (
+        F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+        + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+    )

@@ -1,0 +1,169 @@
+"""One training iteration: both VNets (SGD) and the critic (AdamW), AMP on CUDA.
+
+Network 1 sees the image; network 2 sees the frequency view (``batch["view2"]``) or, in the
+released recipe, the same image. Network k minimises
+``supervised + alpha * mutual + mu * adversarial`` (terms switchable in :class:`LossConfig`);
+then the critic takes its own step on ``critic_loss`` (paper), or none (released).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lofihippseg.errors import LoFiError
+from lofihippseg.training.distributed import DistContext, any_true, average_gradients, sum_reducer
+from lofihippseg.training.losses import (
+    LossConfig,
+    critic_loss,
+    generator_adversarial_loss,
+    mutual_loss,
+    one_hot_targets,
+    supervised_loss,
+)
+
+
+class NonFiniteLoss(LoFiError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainState:
+    """Everything a step changes (the VNets may be DDP-wrapped)."""
+
+    vnet1: nn.Module
+    vnet2: nn.Module
+    critic: nn.Module
+    opt1: torch.optim.Optimizer
+    opt2: torch.optim.Optimizer
+    opt_critic: torch.optim.Optimizer
+    sched1: torch.optim.lr_scheduler.LRScheduler
+    sched2: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+
+def lr_factor(schedule: str, iterations: int, period: int):
+    """Multiplier of the base rate at step t (for ``LambdaLR``).
+
+    ``cosine``: one half-cosine from 1 to 0 over the run. ``cosine_per_epoch`` (released): the
+    closed form of ``CosineAnnealingLR(T_max=period)`` stepped every iteration, which rises again
+    after ``period`` steps, so it cycles with period ``2 * period``.
+
+    Example:
+        >>> f = lr_factor("cosine", 100, 0); f(0), round(f(50), 3), f(100)
+        (1.0, 0.5, 0.0)
+    """
+    total = max(int(period if schedule == "cosine_per_epoch" else iterations), 1)
+    if schedule == "cosine_per_epoch":
+        return lambda t: 0.5 * (1.0 + math.cos(math.pi * t / total))
+    return lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total))
+
+
+def _set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+def _network_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    other_probs: torch.Tensor | None,
+    critic: nn.Module | None,
+    cfg: LossConfig,
+    reduce,
+    terms: dict,
+    tag: str,
+) -> torch.Tensor:
+    """Loss of one network; adds its terms (as tensors) to ``terms``."""
+    loss = supervised_loss(logits, target, cfg, reduce)
+    terms[f"sup{tag}"] = loss.detach()
+    if cfg.use_mutual and other_probs is not None:
+        gate = None
+        if critic is not None:
+            with torch.no_grad():
+                gate = critic(other_probs.detach())
+        mutual = mutual_loss(logits, other_probs, gate, cfg.gate_threshold, gated=cfg.use_gate)
+        terms[f"mutual{tag}"] = mutual.detach()
+        loss = loss + cfg.mutual_weight * mutual
+    if cfg.use_adversarial and critic is not None:
+        adv = generator_adversarial_loss(critic(torch.sigmoid(logits.float())))
+        terms[f"adv{tag}"] = adv.detach()
+        loss = loss + cfg.adversarial_weight * adv
+    return loss
+
+
+def train_step(
+    state: TrainState,
+    batch: dict[str, torch.Tensor],
+    cfg: LossConfig,
+    ctx: DistContext | None = None,
+    amp: bool = False,
+    single_view: bool = False,
+) -> dict[str, float]:
+    """Run one iteration on this process's part of the global batch.
+
+    Args:
+        state: networks, optimisers, schedulers, grad scaler.
+        batch: ``image`` (B, 1, D, H, W), ``label`` (B, D, H, W), optional ``view2``.
+        cfg: loss weights and switches.
+        ctx: distributed context (device, ranks).
+        amp: fp16 autocast + loss scaling (CUDA only).
+        single_view: train network 1 only.
+
+    Returns:
+        The losses (floats) and the learning rate.
+
+    Raises:
+        NonFiniteLoss: a NaN/inf loss on any process (nothing is updated).
+    """
+    ctx = ctx or DistContext()
+    device = ctx.device
+    image = batch["image"].to(device, non_blocking=True)
+    view2 = batch["view2"].to(device, non_blocking=True) if "view2" in batch else image
+    target = one_hot_targets(batch["label"].to(device, non_blocking=True))
+    reduce = sum_reducer(ctx)
+    critic = state.critic if cfg.needs_critic else None
+    amp = amp and device.type == "cuda"
+    terms: dict[str, torch.Tensor] = {}
+
+    _set_requires_grad(state.critic, False)
+    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        logits1 = state.vnet1(image)
+        logits2 = None if single_view else state.vnet2(view2)
+        p1 = torch.sigmoid(logits1.float())
+        p2 = None if logits2 is None else torch.sigmoid(logits2.float())
+        total = _network_loss(logits1, target, p2, critic, cfg, reduce, terms, "1")
+        if logits2 is not None:
+            total = total + _network_loss(logits2, target, p1, critic, cfg, reduce, terms, "2")
+    if any_true(not bool(torch.isfinite(total)), ctx):
+        raise NonFiniteLoss(f"loss is {float(total.detach())}")
+
+    optimisers = [state.opt1] + ([] if single_view else [state.opt2])
+    for opt in optimisers:
+        opt.zero_grad(set_to_none=True)
+    state.scaler.scale(total).backward()
+    for opt in optimisers:
+        state.scaler.step(opt)
+
+    if cfg.train_critic:
+        _set_requires_grad(state.critic, True)
+        state.opt_critic.zero_grad(set_to_none=True)
+        fake = p1.detach() if p2 is None else torch.cat([p1.detach(), p2.detach()])
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            loss_c = critic_loss(state.critic(target), state.critic(fake))
+        terms["critic"] = loss_c.detach()
+        state.scaler.scale(loss_c).backward()
+        state.scaler.unscale_(state.opt_critic)
+        average_gradients(state.critic, ctx)
+        state.scaler.step(state.opt_critic)
+    state.scaler.update()
+    state.sched1.step()
+    if not single_view:
+        state.sched2.step()
+
+    out = {"loss": float(total.detach())} | {k: float(v) for k, v in terms.items()}
+    out["lr"] = state.opt1.param_groups[0]["lr"]
+    return out
