@@ -122,3 +122,14 @@ def test_loss_config_needs_critic():
     assert LossConfig().needs_critic
     off = LossConfig(use_adversarial=False, train_critic=False, use_gate=False)
     assert not off.needs_critic
+
+
+def test_mutual_rampup_starts_near_zero_and_reaches_alpha():
+    from lofihippseg.training.losses import LossConfig
+
+    cfg = LossConfig(mutual_rampup=0.25)
+    scales = [cfg.mutual_scale(i, 100) for i in range(0, 101, 5)]
+    assert scales[0] < 0.01
+    assert all(a <= b for a, b in zip(scales, scales[1:], strict=False))
+    assert cfg.mutual_scale(25, 100) == 1.0 and cfg.mutual_scale(99, 100) == 1.0
+    assert LossConfig(mutual_rampup=0.0).mutual_scale(0, 100) == 1.0

@@ -5,9 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lofihippseg.models.vnet import MEMORY_FORMAT
+
 
 def _layer(n_in: int, n_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv3d(n_in, n_out, 1, bias=False), nn.BatchNorm3d(n_out), nn.LeakyReLU(0.2))
+    return nn.Sequential(
+        nn.Conv3d(n_in, n_out, 1, bias=False), nn.BatchNorm3d(n_out), nn.LeakyReLU(0.2)
+    )
 
 
 class Critic(nn.Module):
@@ -26,6 +30,8 @@ class Critic(nn.Module):
         self.conv2 = _layer(16, 32)
         self.conv3 = _layer(32, 64)
         self.conv4 = _layer(64, n_classes)
+        self.to(memory_format=MEMORY_FORMAT)
 
     def forward(self, probabilities: torch.Tensor) -> torch.Tensor:
-        return self.conv4(self.conv3(self.conv2(self.conv1(probabilities))))
+        x = probabilities.contiguous(memory_format=MEMORY_FORMAT)
+        return self.conv4(self.conv3(self.conv2(self.conv1(x))))

@@ -100,7 +100,9 @@ def load_weights(module: torch.nn.Module, state: Any, source: str | Path) -> Non
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = [line for line in str(exc).splitlines() if "size mismatch" in line][:1]
-        raise LoFiError(f"{source}: weights do not fit ({first[0].strip() if first else exc})") from None
+        raise LoFiError(
+            f"{source}: weights do not fit ({first[0].strip() if first else exc})"
+        ) from None
 
 
 def infer_n_filters(state: dict[str, torch.Tensor]) -> int:

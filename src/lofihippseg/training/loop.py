@@ -258,7 +258,10 @@ def _loop(config, ctx, state, loader, val_cases, run, start, stop, best) -> None
     metrics_path = run / "metrics.csv"
     for batch in loader:
         try:
-            out = train_step(state, batch, config.loss, ctx, config.amp, config.single_view)
+            scale = config.loss.mutual_scale(it, config.iterations)
+            out = train_step(
+                state, batch, config.loss, ctx, config.amp, config.single_view, scale
+            )
         except NonFiniteLoss as exc:
             msg = (
                 f"training stopped at iteration {it + 1}: {exc}; the last good checkpoint is "

@@ -10,6 +10,7 @@ Network k minimises ``supervised + alpha * mutual + mu * adversarial``; the crit
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,6 +37,10 @@ class LossConfig:
         adversarial_weight: ``mu``.
         train_critic: give the critic its own AdamW step (``False``: released, untrained critic).
         dice_smooth: smoothing of the soft Dice.
+        mutual_rampup: fraction of the run over which the mutual weight ramps up from 0 to
+            ``alpha`` (sigmoid ramp ``exp(-5 (1 - t)^2)``, as in Co-BioNet). From scratch, two
+            untrained networks otherwise teach each other "background everywhere" before they
+            learn from the labels; 0 = no ramp (released, which started from a pretrained model).
     """
 
     dice_weight: float = 1.0
@@ -48,6 +53,21 @@ class LossConfig:
     adversarial_weight: float = 0.01
     train_critic: bool = True
     dice_smooth: float = 1.0
+    mutual_rampup: float = 0.2
+
+    def mutual_scale(self, iteration: int, iterations: int) -> float:
+        """Ramp-up factor in [0, 1] of the mutual weight at ``iteration`` (0-based).
+
+        Example:
+            >>> cfg = LossConfig(mutual_rampup=0.5)
+            >>> round(cfg.mutual_scale(0, 100), 4), cfg.mutual_scale(50, 100)
+            (0.0067, 1.0)
+        """
+        length = self.mutual_rampup * iterations
+        if length <= 0:
+            return 1.0
+        t = min(max(iteration / length, 0.0), 1.0)
+        return math.exp(-5.0 * (1.0 - t) ** 2)
 
     @property
     def needs_critic(self) -> bool:

@@ -76,6 +76,7 @@ def _network_loss(
     reduce,
     terms: dict,
     tag: str,
+    mutual_scale: float = 1.0,
 ) -> torch.Tensor:
     """Loss of one network; adds its terms (as tensors) to ``terms``."""
     loss = supervised_loss(logits, target, cfg, reduce)
@@ -87,7 +88,7 @@ def _network_loss(
                 gate = critic(other_probs.detach())
         mutual = mutual_loss(logits, other_probs, gate, cfg.gate_threshold, gated=cfg.use_gate)
         terms[f"mutual{tag}"] = mutual.detach()
-        loss = loss + cfg.mutual_weight * mutual
+        loss = loss + cfg.mutual_weight * mutual_scale * mutual
     if cfg.use_adversarial and critic is not None:
         adv = generator_adversarial_loss(critic(torch.sigmoid(logits.float())))
         terms[f"adv{tag}"] = adv.detach()
@@ -102,6 +103,7 @@ def train_step(
     ctx: DistContext | None = None,
     amp: bool = False,
     single_view: bool = False,
+    mutual_scale: float = 1.0,
 ) -> dict[str, float]:
     """Run one iteration on this process's part of the global batch.
 
@@ -112,6 +114,7 @@ def train_step(
         ctx: distributed context (device, ranks).
         amp: fp16 autocast + loss scaling (CUDA only).
         single_view: train network 1 only.
+        mutual_scale: ramp-up factor of the mutual weight (see ``LossConfig.mutual_scale``).
 
     Returns:
         The losses (floats) and the learning rate.
@@ -135,9 +138,11 @@ def train_step(
         logits2 = None if single_view else state.vnet2(view2)
         p1 = torch.sigmoid(logits1.float())
         p2 = None if logits2 is None else torch.sigmoid(logits2.float())
-        total = _network_loss(logits1, target, p2, critic, cfg, reduce, terms, "1")
+        total = _network_loss(logits1, target, p2, critic, cfg, reduce, terms, "1", mutual_scale)
         if logits2 is not None:
-            total = total + _network_loss(logits2, target, p1, critic, cfg, reduce, terms, "2")
+            total = total + _network_loss(
+                logits2, target, p1, critic, cfg, reduce, terms, "2", mutual_scale
+            )
     if any_true(not bool(torch.isfinite(total)), ctx):
         raise NonFiniteLoss(f"loss is {float(total.detach())}")
 
