@@ -6,8 +6,12 @@ DataLoader workers or processes, and resuming at iteration ``i`` needs no saved 
 iteration ``i`` uses the global indices ``i * batch .. (i + 1) * batch - 1``
 (:class:`GlobalBatchSampler` hands each process its share).
 
-The second view is computed on the whole normalised (and augmented) crop, exactly as inference
-computes it, and the same patch is then cut from both views.
+Without augmentation the second view is computed on the whole normalised crop, exactly as
+inference computes it, and the same patch is then cut from both views. With augmentation, a
+region of the patch plus a margin (``AUGMENT_MARGIN`` of the patch on each side) is cut first,
+augmented, and its view computed: augmenting whole heads costs seconds per sample on a CPU. The
+view's cut-off radius is ``cutoff * max(D, H, W)`` in index units, i.e. a fixed frequency in
+cycles per voxel along the longest axis, so the region's view approximates the whole crop's.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from lofihippseg.views.frequency import frequency_view
 
 log = logging.getLogger(__name__)
 _MIX = 1_000_003  # seed * _MIX + index: distinct streams per (seed, sample)
+AUGMENT_MARGIN = 0.25  # region augmented around a patch: patch * (1 + 2 * margin) per axis
 
 
 @dataclass
@@ -200,7 +205,9 @@ class TrainingSamples(Dataset):
         label = torch.from_numpy(case.label.astype(np.int64))
         view2 = None if case.view2 is None else torch.from_numpy(case.view2)[None]
         if cfg.use_augmentation:
-            image, label = augment(image, label, cfg.augment, g)
+            region = tuple(p + 2 * max(int(p * AUGMENT_MARGIN), 8) for p in cfg.patch_size)
+            (image,), label = sample_patch([image[0]], label, region, cfg.foreground_fraction, g)
+            image, label = augment(image[None], label, cfg.augment, g)
             view2 = None
         if self.with_view2 and view2 is None:
             view2 = frequency_view(image, cfg.model.view_mode, cfg.model.cutoff)

@@ -1,0 +1,1 @@
+"""End-to-end workflows that chain the layers below (synth -> train -> predict -> evaluate)."""
