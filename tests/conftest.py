@@ -20,7 +20,9 @@ def shared_path(*parts: str) -> Path:
     """Path under ../shared, or skip the test with a clear reason when it is absent."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"needs {path} (the project's shared data, present in CI, absent in a user clone)")
+        pytest.skip(
+            f"needs {path} (the project's shared data, present in CI, absent in a user clone)"
+        )
     return path
 
 

@@ -401,3 +401,17 @@ def test_cli_help_describes_every_option():
         if isinstance(param, __import__("click").Option):
             assert param.help, param.name
     assert "--lisa-names" in result.output and "--shard" in result.output
+
+
+def test_single_view_run_uses_network_one_on_the_image(tmp_path):
+    spec = ModelSpec(n_filters=4)
+    sd1, sd2 = random_states()
+    ckpt = {**bundle_dict(spec, sd1, sd2), "single_view": True}
+    torch.save(ckpt, tmp_path / "single.pt")
+    loaded = load_model(tmp_path / "single.pt")
+    assert loaded.single_view and loaded.vnet2 is loaded.vnet1
+    vol_path = write_nifti(tmp_path / "case.nii.gz", synthetic_head())
+    pred = Predictor(loaded, PredictSettings(device="cpu", roi="off")).predict_volume(
+        load_image(vol_path)
+    )
+    np.testing.assert_array_equal(pred.prob1, pred.prob2)  # the untrained net 2 is never used

@@ -282,3 +282,13 @@ def test_short_training_on_ellipsoids_learns(tmp_path):
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert float(rows[0]["dice_fused"]) < 0.1  # iteration 50: nothing above 0.5 yet (observed 0.0)
     assert max(float(r["dice_fused"]) for r in rows) > 0.25  # observed 0.31 at 100, 0.37 at 150
+
+
+def test_config_file_without_data_takes_data_from_the_command_line(tmp_path):
+    from lofihippseg.cli.train import build_config
+
+    settings = tmp_path / "recipe.json"
+    settings.write_text('{"iterations": 7, "patch_size": [32, 32, 32], "model": {"n_filters": 4}}')
+    config = build_config(("cases/",), settings, None, {}, {}, {})
+    assert config.data == ("cases/",) and config.iterations == 7
+    assert config.patch_size == (32, 32, 32) and config.model.n_filters == 4

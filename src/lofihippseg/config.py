@@ -63,8 +63,8 @@ def save_json(data: dict[str, Any] | Any, path: str | Path) -> Path:
     return path
 
 
-def load_settings(cls: type[T], path: str | Path) -> T:
-    """Read a dataclass saved by :func:`save_json`."""
+def read_json_settings(path: str | Path) -> dict[str, Any]:
+    """Read a settings JSON file as a dict, with one-line errors."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -72,4 +72,11 @@ def load_settings(cls: type[T], path: str | Path) -> T:
         raise LoFiError(f"{path}: settings file not found") from None
     except json.JSONDecodeError as exc:
         raise LoFiError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    return from_dict(cls, data)
+    if not isinstance(data, dict):
+        raise LoFiError(f"{path}: expected a JSON object of settings")
+    return data
+
+
+def load_settings(cls: type[T], path: str | Path) -> T:
+    """Read a dataclass saved by :func:`save_json`."""
+    return from_dict(cls, read_json_settings(path))

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from lofihippseg.config import load_settings
+from lofihippseg.config import from_dict, read_json_settings
 
 
 def _patch(value: str | None) -> tuple[int, int, int] | None:
@@ -37,18 +37,13 @@ def build_config(
     top = {k: v for k, v in top.items() if v is not None}
     model = {k: v for k, v in model.items() if v is not None}
     loss = {k: v for k, v in loss.items() if v is not None}
-    base: dict[str, Any] = {}
-    if config_json:
-        base = {
-            f.name: getattr(load_settings(TrainConfig, config_json), f.name)
-            for f in dataclasses.fields(TrainConfig)
-        }
+    base: dict[str, Any] = read_json_settings(config_json) if config_json else {}
     if data:
-        base["data"] = tuple(data)
+        base["data"] = list(data)
     for key in ("synthetic", "out_dir", "name"):  # needed by validation of the base config
         if key in top:
             base[key] = top[key]
-    config = TrainConfig(**base)
+    config = from_dict(TrainConfig, base)
     if recipe == "released":
         config = released_recipe(config)
     if recipe is not None:

@@ -44,12 +44,15 @@ class LoadedModel:
         vnet1: network of view 1 (the image).
         vnet2: network of view 2 (the frequency view).
         source: where the weights came from (for sidecars and messages).
+        single_view: trained as a single VNet (ablation): ``vnet2`` is ``vnet1`` and sees the
+            image, so both "views" are the same.
     """
 
     spec: ModelSpec
     vnet1: torch.nn.Module
     vnet2: torch.nn.Module
     source: str
+    single_view: bool = False
 
     def to(self, device: str | torch.device) -> LoadedModel:
         """Move both networks to ``device`` (in place) and return self."""
@@ -92,7 +95,10 @@ def _from_bundle(path: Path, device: str, config_spec: dict | None = None) -> Lo
     spec_dict = data.get("spec") or config_spec
     if not isinstance(spec_dict, dict):
         raise LoFiError(f"{path}: checkpoint has no model spec")
-    return _build(_spec_of(spec_dict, str(path)), data["vnet1"], data["vnet2"], str(path), device)
+    model = _build(_spec_of(spec_dict, str(path)), data["vnet1"], data["vnet2"], str(path), device)
+    if data.get("single_view"):  # network 2 was never trained: use network 1 alone
+        model.vnet2, model.single_view = model.vnet1, True
+    return model
 
 
 def _from_run(run: Path, device: str) -> LoadedModel:

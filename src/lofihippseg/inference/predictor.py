@@ -156,7 +156,10 @@ class Predictor:
             volume.data, margin=self.spec.crop_margin, clip_percentiles=self.spec.clip_percentiles
         )
         view1 = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32)).to(self.device)
-        view2 = frequency_view(view1, self.spec.view_mode, self.spec.cutoff)
+        if self.model.single_view:
+            view2 = view1
+        else:
+            view2 = frequency_view(view1, self.spec.view_mode, self.spec.cutoff)
         timings["preprocess_s"] = time.perf_counter() - start
 
         t = time.perf_counter()

@@ -122,7 +122,9 @@ def _load_raw(path: str | Path) -> tuple[nib.spatialimages.SpatialImage, np.ndar
     return img, array, path
 
 
-def _canonical(img: nib.spatialimages.SpatialImage, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _canonical(
+    img: nib.spatialimages.SpatialImage, array: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     ornt = io_orientation(img.affine)
     data = apply_orientation(array, ornt)
     affine = img.affine @ inv_ornt_aff(ornt, array.shape)
@@ -192,7 +194,9 @@ def load_label(
             )
     data, affine = _canonical(img, array)
     if reference is not None:
-        if data.shape != reference.data.shape or not np.allclose(affine, reference.affine, atol=1e-3):
+        if data.shape != reference.data.shape or not np.allclose(
+            affine, reference.affine, atol=1e-3
+        ):
             raise InputError(
                 path,
                 f"label grid {data.shape} does not match its image "
@@ -257,7 +261,9 @@ def save_like(
     return path
 
 
-def save_volume(array: np.ndarray, affine: np.ndarray, path: str | Path, dtype: type = np.float32) -> Path:
+def save_volume(
+    array: np.ndarray, affine: np.ndarray, path: str | Path, dtype: type = np.float32
+) -> Path:
     """Write a new NIfTI image (for data with no source grid, e.g. synthetic scans), atomically."""
     path = Path(path)
     img = nib.Nifti1Image(np.asarray(array).astype(dtype), affine)

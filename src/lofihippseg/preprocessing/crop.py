@@ -24,7 +24,9 @@ def nonzero_bbox(data: np.ndarray, margin: int = 1) -> Box:
     )
 
 
-def pad_to_multiple(data: np.ndarray, multiple: int = 16, value: float = 0.0) -> tuple[np.ndarray, Box]:
+def pad_to_multiple(
+    data: np.ndarray, multiple: int = 16, value: float = 0.0
+) -> tuple[np.ndarray, Box]:
     """Zero-pad the last three axes up to a multiple; returns the array and the box of the original.
 
     Example:

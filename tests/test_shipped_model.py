@@ -1,0 +1,79 @@
+"""The packaged release model: loads safely and segments the shipped example scans plausibly.
+
+Plausible = two hippocampi of 1.5-6 mL each, label 1 on the subject's left (smaller world x),
+with ``predict``'s default settings on the CPU, each scan in well under a minute.
+Skipped when this installation ships no weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lofihippseg.inference.model_loading import DEFAULT_MODEL, load_model
+from lofihippseg.inference.predictor import Predictor
+from lofihippseg.inference.settings import PredictSettings
+from lofihippseg.io.nifti import load_image, load_label
+from lofihippseg.metrics.evaluate import compute_case_metrics
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "lofihippseg" / "data" / "examples"
+SYNTHETIC = EXAMPLES / "synthetic_lowfield_example.nii.gz"
+SYNTHETIC_LABEL = EXAMPLES / "synthetic_lowfield_example_hipp.nii.gz"
+REAL_T1 = EXAMPLES / "example_brain_t1.nii.gz"
+
+pytestmark = pytest.mark.skipif(
+    not DEFAULT_MODEL.is_file(), reason=f"no packaged model at {DEFAULT_MODEL}"
+)
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    torch.set_num_threads(1)
+    return Predictor(load_model(), PredictSettings(device="cpu"))
+
+
+def sides(labels: np.ndarray, affine: np.ndarray, voxel_ml: float) -> dict[int, tuple]:
+    """Label -> (volume in mL, mean world x in mm)."""
+    out = {}
+    for value in (1, 2):
+        idx = np.argwhere(labels == value)
+        x = float((affine[:3, :3] @ idx.mean(0) + affine[:3, 3])[0]) if len(idx) else np.nan
+        out[value] = (len(idx) * voxel_ml, x)
+    return out
+
+
+def assert_plausible(labels: np.ndarray, affine: np.ndarray, voxel_ml: float) -> None:
+    s = sides(labels, affine, voxel_ml)
+    for value in (1, 2):
+        assert 1.5 <= s[value][0] <= 6.0, f"label {value}: {s[value][0]:.2f} mL"
+    assert s[1][1] < s[2][1], f"label 1 (left) at x={s[1][1]:.1f} is not left of label 2"
+
+
+def test_weights_are_small_and_load_weights_only():
+    assert DEFAULT_MODEL.stat().st_size <= 40e6
+    bundle = torch.load(DEFAULT_MODEL, map_location="cpu", weights_only=True)
+    assert bundle["format"] == "lofihippseg-bundle-1"
+    model = load_model()
+    params = list(model.vnet1.parameters()) + list(model.vnet2.parameters())
+    assert all(p.dtype == torch.float32 for p in params)  # half-precision file, float32 nets
+    assert not model.vnet1.training and not model.vnet2.training
+
+
+def test_synthetic_lowfield_example(predictor):
+    vol = load_image(SYNTHETIC)
+    pred = predictor.predict_volume(vol)
+    assert_plausible(pred.labels, vol.affine, vol.voxel_volume_ml)
+    gt = load_label(SYNTHETIC_LABEL, reference=vol, allowed={0, 1, 2}).data
+    metrics = compute_case_metrics(pred.labels, gt, vol.spacing)
+    assert metrics[1]["dice"] > 0.5 and metrics[2]["dice"] > 0.5, metrics
+    assert pred.timings["total_s"] < 60
+
+
+def test_real_t1_head(predictor):
+    vol = load_image(REAL_T1)
+    pred = predictor.predict_volume(vol)
+    assert_plausible(pred.labels, vol.affine, vol.voxel_volume_ml)
+    assert pred.timings["total_s"] < 60
