@@ -261,11 +261,10 @@ def test_synthetic_only_run_validates_on_fixed_synthetic_volumes(tmp_path):
 
 @pytest.mark.slow
 def test_short_training_on_ellipsoids_learns(tmp_path):
-    """10-25 min on 1-2 busy CPU cores: validation Dice goes well above chance (~0 here).
+    """Minutes on 2 CPU cores: the full paper loss (mutual weight ramped up) learns.
 
-    From scratch on 4 tiny volumes, the mutual term (alpha 0.3, two networks agreeing on low
-    probabilities early on) keeps the outputs under 0.5 for the first few hundred iterations,
-    so this short check trains with supervision, critic and adversarial terms only.
+    Validation Dice of the fused output goes well above chance (about 0 here: the ellipsoids
+    fill well under 1% of each volume).
     """
     data = make_lisa_dataset(tmp_path / "lisa", n_cases=6, size=28, seed=1)
     config = small_config(
@@ -276,12 +275,10 @@ def test_short_training_on_ellipsoids_learns(tmp_path):
         lr=0.1,
         use_augmentation=False,
         val_fraction=0.34,
-        loss=LossConfig(use_mutual=False),
     )
     run = loop.train(config)
     rows = list(csv.DictReader((run / "metrics.csv").open()))
-    assert float(rows[0]["dice_fused"]) < 0.1  # iteration 50: nothing above 0.5 yet (observed 0.0)
-    assert max(float(r["dice_fused"]) for r in rows) > 0.25  # observed 0.31 at 100, 0.37 at 150
+    assert max(float(r["dice_fused"]) for r in rows) > 0.3
 
 
 def test_config_file_without_data_takes_data_from_the_command_line(tmp_path):

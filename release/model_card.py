@@ -1,0 +1,160 @@
+"""Print the figures of the release model's card (rerun it to check them).
+
+1. Synthetic validation: ``--n`` low-field T2 scans made (fixed seed) from the held-back label
+   maps 14-16, which the release model never saw in training, each at a random isotropic voxel
+   size of 1-2 mm, whole head; Dice, HD95 and volumes per side against the exact labels.
+2. The packaged real T1 head (no labels): volumes per side, whether label 1 lies on the left
+   (smaller world x), and the CPU time of one prediction.
+3. The packaged synthetic low-field example scan, if present, against its labels.
+
+Every prediction uses ``predict``'s default settings on the CPU (ROI strategy included).
+
+Example:
+    OMP_NUM_THREADS=1 python release/model_card.py --n 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_pool import make_case, split_maps, t2_config  # noqa: E402
+
+from lofihippseg.inference.model_loading import DEFAULT_MODEL, load_model  # noqa: E402
+from lofihippseg.inference.predictor import Predictor  # noqa: E402
+from lofihippseg.inference.settings import PredictSettings  # noqa: E402
+from lofihippseg.io.nifti import load_image, load_label, save_volume  # noqa: E402
+from lofihippseg.metrics.evaluate import compute_case_metrics  # noqa: E402
+from lofihippseg.synth.dataset import save_scaled_image  # noqa: E402
+from lofihippseg.synth.generator import SyntheticGenerator  # noqa: E402
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lofihippseg" / "data"
+EXAMPLE_T1 = PACKAGE / "examples" / "example_brain_t1.nii.gz"
+EXAMPLE_SYN = PACKAGE / "examples" / "synthetic_lowfield_example.nii.gz"
+EXAMPLE_SYN_LABEL = PACKAGE / "examples" / "synthetic_lowfield_example_hipp.nii.gz"
+
+
+def side_summary(labels: np.ndarray, affine: np.ndarray, voxel_ml: float) -> dict[str, float]:
+    """Volume (mL) and mean world x (mm) of labels 1 and 2.
+
+    Example:
+        >>> side_summary(np.ones((2, 2, 2), np.uint8), np.eye(4), 1.0)["left_ml"]
+        8.0
+    """
+    out: dict[str, float] = {}
+    for value, side in ((1, "left"), (2, "right")):
+        idx = np.argwhere(labels == value)
+        out[f"{side}_ml"] = float(len(idx) * voxel_ml)
+        out[f"{side}_x"] = (
+            float((affine[:3, :3] @ idx.mean(0) + affine[:3, 3])[0]) if len(idx) else float("nan")
+        )
+    return out
+
+
+def plausible(s: dict[str, float], low: float = 1.5, high: float = 6.0) -> bool:
+    """Two hippocampi of plausible size, label 1 on the left (smaller world x)."""
+    sizes = all(low <= s[f"{side}_ml"] <= high for side in ("left", "right"))
+    return sizes and s["left_x"] < s["right_x"]
+
+
+def run_case(predictor: Predictor, image: Path, label: Path | None) -> dict:
+    """Predict one scan; metrics against ``label`` when given."""
+    vol = load_image(image)
+    t = time.perf_counter()
+    pred = predictor.predict_volume(vol)
+    seconds = time.perf_counter() - t
+    row = {
+        "seconds": seconds,
+        "roi": pred.info.get("roi_box") or pred.info.get("roi_fallback"),
+        **side_summary(pred.labels, vol.affine, vol.voxel_volume_ml),
+    }
+    if label is not None:
+        gt = load_label(label, reference=vol, allowed={0, 1, 2}).data
+        metrics = compute_case_metrics(pred.labels, gt, vol.spacing)
+        for value, side in ((1, "left"), (2, "right")):
+            row[f"dice_{side}"] = float(metrics[value]["dice"])
+            row[f"hd95_{side}"] = float(metrics[value]["hd95"])
+            row[f"gt_{side}_ml"] = float(metrics[value]["volume_gt_ml"])
+    return row
+
+
+def synthetic_cases(maps: Path, n: int, seed: int, folder: Path) -> list[tuple[Path, Path, str]]:
+    """Write ``n`` held-back-map scans (fixed seeds) and return (image, label, description)."""
+    _, held = split_maps(maps)
+    gen = SyntheticGenerator(held, t2_config())
+    cases = []
+    for i in range(n):
+        img, lab, aff, voxel = make_case(gen, seed * 1000 + i, (1.0, 2.0))
+        ip, lp = folder / f"val_{i}.nii.gz", folder / f"val_{i}_hipp.nii.gz"
+        save_scaled_image(img, aff, ip)
+        save_volume(lab, aff, lp, np.uint8)
+        cases.append((ip, lp, f"{voxel:.2f} mm {img.shape}"))
+    return cases
+
+
+def _fmt(row: dict) -> str:
+    parts = [f"L {row['left_ml']:.2f} mL, R {row['right_ml']:.2f} mL"]
+    if "dice_left" in row:
+        parts.append(f"(truth L {row['gt_left_ml']:.2f}, R {row['gt_right_ml']:.2f})")
+        parts.append(f"Dice L {row['dice_left']:.3f} R {row['dice_right']:.3f}")
+        parts.append(f"HD95 L {row['hd95_left']:.1f} R {row['hd95_right']:.1f} mm")
+    parts.append(f"left-on-left {row['left_x'] < row['right_x']}")
+    parts.append(f"{row['seconds']:.1f} s")
+    return ", ".join(parts)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="Print the release model card's figures.")
+    p.add_argument("--model", default=None, help="model (default: the packaged one)")
+    p.add_argument(
+        "--maps",
+        type=Path,
+        default=Path("/work/shared/data/synthseg_label_maps"),
+        help="folder with training_seg_14..16.nii.gz (held back)",
+    )
+    p.add_argument("--n", type=int, default=6, help="synthetic validation scans")
+    p.add_argument("--seed", type=int, default=7, help="seed of the synthetic validation scans")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    model = load_model(a.model)
+    print(f"model: {a.model or DEFAULT_MODEL}; spec {model.spec}")
+    predictor = Predictor(model, PredictSettings(device="cpu"))
+    print(f"predict settings: {predictor.describe()}")
+
+    if a.n > 0 and a.maps.is_dir():
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = []
+            for image, label, desc in synthetic_cases(a.maps, a.n, a.seed, Path(tmp)):
+                row = run_case(predictor, image, label)
+                rows.append(row)
+                print(f"synthetic {image.name} [{desc}]: {_fmt(row)}; roi {row['roi']}")
+        for key in ("dice_left", "dice_right", "hd95_left", "hd95_right", "seconds"):
+            vals = np.array([r[key] for r in rows])
+            print(
+                f"synthetic held-back mean {key}: {vals.mean():.3f} "
+                f"(median {np.median(vals):.3f}, min {vals.min():.3f}, max {vals.max():.3f})"
+            )
+        ok = sum(plausible(r) for r in rows)
+        print(f"synthetic held-back plausible (2 x 1.5-6 mL, left on left): {ok}/{len(rows)}")
+    else:
+        print(f"synthetic validation skipped (no label maps at {a.maps})")
+
+    if EXAMPLE_SYN.is_file():
+        row = run_case(predictor, EXAMPLE_SYN, EXAMPLE_SYN_LABEL)
+        print(
+            f"packaged synthetic example: {_fmt(row)}; plausible {plausible(row)}; roi {row['roi']}"
+        )
+    row = run_case(predictor, EXAMPLE_T1, None)
+    print(f"packaged real T1 head: {_fmt(row)}; plausible {plausible(row)}; roi {row['roi']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Train (or resume) the CPU release model and export the packaged weights.
+
+Steps (each can be run alone):
+
+1. ``--make-pool``: generate the synthetic training pool (``release/make_pool.py``; label maps
+   01-13 for training, 14-16 held back for validation);
+2. train with ``release/release_config.json`` (the paper recipe, small network and patches so a
+   2-core CPU can do it); ``--resume RUN`` continues an interrupted run exactly;
+3. ``--export RUN``: write the run's best checkpoint as a half-precision bundle to
+   ``src/lofihippseg/data/model/lofihippseg_default.pt``.
+
+Example:
+    OMP_NUM_THREADS=2 python release/train_release_model.py --make-pool --pool pool
+    python release/train_release_model.py --export runs/release_cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+CONFIG = HERE / "release_config.json"
+DEFAULT_OUT = HERE.parent / "src" / "lofihippseg" / "data" / "model" / "lofihippseg_default.pt"
+
+
+def export(run: Path, out: Path = DEFAULT_OUT, checkpoint: str = "best.pt") -> Path:
+    """Write ``run``'s checkpoint as a float16 model bundle (what ``load_model`` reads).
+
+    Example:
+        >>> export(Path("runs/release_cpu"))  # doctest: +SKIP
+    """
+    from lofihippseg.models.registry import bundle_dict, safe_torch_load, spec_from_dict
+
+    ckpt_path = run / "checkpoints" / checkpoint
+    if not ckpt_path.is_file():
+        ckpt_path = run / "checkpoints" / "last.pt"
+    ckpt = safe_torch_load(ckpt_path)
+
+    def half(sd: dict) -> dict:
+        return {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+
+    bundle = bundle_dict(spec_from_dict(ckpt["spec"]), half(ckpt["vnet1"]), half(ckpt["vnet2"]))
+    bundle["trained_iterations"] = int(ckpt["iteration"])
+    bundle["best_validation_dice"] = float(ckpt["best_dice"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(bundle, out)
+    print(
+        f"exported {ckpt_path} (iteration {ckpt['iteration']}) -> {out} "
+        f"({out.stat().st_size / 1e6:.2f} MB)"
+    )
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="Train or resume the CPU release model.")
+    p.add_argument("--config", type=Path, default=CONFIG, help="TrainConfig JSON")
+    p.add_argument(
+        "--pool",
+        type=Path,
+        default=None,
+        help="synthetic pool folder (overrides the config's data)",
+    )
+    p.add_argument("--make-pool", action="store_true", help="generate the pool first if missing")
+    p.add_argument("--n-pool", type=int, default=90, help="training cases in a new pool")
+    p.add_argument("--iterations", type=int, default=None, help="override the config's total")
+    p.add_argument("--stop-at", type=int, default=None, help="stop after this iteration")
+    p.add_argument("--resume", type=Path, default=None, help="run folder to continue")
+    p.add_argument("--export", type=Path, default=None, help="export this run and exit")
+    p.add_argument("--checkpoint", default="best.pt", help="checkpoint of the run to export")
+    p.add_argument("--export-to", type=Path, default=DEFAULT_OUT, help="bundle file to write")
+    a = p.parse_args()
+
+    if a.export is not None:
+        export(a.export, a.export_to, a.checkpoint)
+        return
+    from lofihippseg.config import load_settings
+    from lofihippseg.training.config import TrainConfig
+    from lofihippseg.training.loop import resume_config, train
+
+    if a.resume is not None:
+        config = resume_config(a.resume)
+    else:
+        config = load_settings(TrainConfig, a.config)
+        if a.pool is not None:
+            config = config.replace(data=(str(a.pool),))
+    if a.iterations is not None:
+        config = config.replace(iterations=a.iterations)
+    pool = Path(config.data[0])
+    if a.make_pool and not (pool / "val.list").exists():
+        subprocess.run(
+            [sys.executable, str(HERE / "make_pool.py"), "--out", str(pool), "--n", str(a.n_pool)],
+            check=True,
+        )
+    run = train(config, resume=a.resume, stop_at=a.stop_at)
+    print(f"run folder: {run}")
+
+
+if __name__ == "__main__":
+    main()
