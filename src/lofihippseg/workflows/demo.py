@@ -37,6 +37,7 @@ class DemoConfig:
         n_filters: VNet width (16 = released size; 8 is four times cheaper).
         patch_size: training patch.
         batch_size: training batch.
+        lr: SGD learning rate (higher than the released 0.01: a short run from scratch).
         seed: seeds everything.
         device: ``auto``, ``cpu`` or ``cuda``.
     """
@@ -47,6 +48,7 @@ class DemoConfig:
     n_filters: int = 8
     patch_size: tuple[int, int, int] = (48, 48, 48)
     batch_size: int = 2
+    lr: float = 0.1
     seed: int = 0
     device: str = "auto"
 
@@ -94,9 +96,11 @@ def run_demo(out_dir: str | Path = "demo_output", config: DemoConfig | None = No
         patch_size=config.patch_size,
         batch_size=config.batch_size,
         iterations=config.iterations,
+        lr=config.lr,
         val_every=max(config.iterations // 4, 1),
         model=ModelSpec(n_filters=config.n_filters),
         foreground_fraction=0.7,
+        use_augmentation=False,  # the synthetic generator already randomises every case
         device=config.device,
         num_workers=0,
         out_dir=str(out / "runs"),
