@@ -15,7 +15,6 @@ from lofihippseg.training.checkpoint import load_checkpoint, load_init
 from lofihippseg.training.config import TrainConfig, released_recipe
 from lofihippseg.training.data import GlobalBatchSampler, TrainingSamples
 from lofihippseg.training.distributed import DistContext
-from lofihippseg.training.losses import LossConfig
 
 
 @pytest.fixture(scope="module")

@@ -153,9 +153,7 @@ def released_recipe(config: TrainConfig) -> TrainConfig:
         'legacy'
     """
     model = dataclasses.replace(config.model, view_mode="legacy", recipe="released")
-    loss = dataclasses.replace(
-        config.loss, use_gate=False, train_critic=False, mutual_rampup=0.0
-    )
+    loss = dataclasses.replace(config.loss, use_gate=False, train_critic=False, mutual_rampup=0.0)
     return dataclasses.replace(
         config,
         recipe="released",

@@ -259,9 +259,7 @@ def _loop(config, ctx, state, loader, val_cases, run, start, stop, best) -> None
     for batch in loader:
         try:
             scale = config.loss.mutual_scale(it, config.iterations)
-            out = train_step(
-                state, batch, config.loss, ctx, config.amp, config.single_view, scale
-            )
+            out = train_step(state, batch, config.loss, ctx, config.amp, config.single_view, scale)
         except NonFiniteLoss as exc:
             msg = (
                 f"training stopped at iteration {it + 1}: {exc}; the last good checkpoint is "
