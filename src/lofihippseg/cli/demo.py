@@ -18,7 +18,7 @@ import click
     help="Output folder.",
 )
 @click.option("--n-cases", default=10, show_default=True, help="Synthetic cases to generate.")
-@click.option("--iterations", default=400, show_default=True, help="Training iterations.")
+@click.option("--iterations", default=800, show_default=True, help="Training iterations.")
 @click.option("--n-filters", default=8, show_default=True, help="VNet base width (16 = released).")
 @click.option("--seed", default=0, show_default=True, help="Seed for everything.")
 @click.option(
