@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lofihippseg.errors import LoFiError
+from lofihippseg.io.atomic import write_text_atomic
 
 T = TypeVar("T")
 
@@ -54,13 +55,8 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
 
 def save_json(data: dict[str, Any] | Any, path: str | Path) -> Path:
     """Write a dict or dataclass as indented JSON, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = to_dict(data) if dataclasses.is_dataclass(data) else data
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
 def read_json_settings(path: str | Path) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from lofihippseg.errors import LoFiError
+from lofihippseg.io.atomic import write_text_atomic
 from lofihippseg.io.nifti import is_image_file, strip_suffix
 
 log = logging.getLogger(__name__)
@@ -289,12 +290,7 @@ def write_case_list(path: str | Path, ids: Iterable[str]) -> Path:
     Example:
         >>> write_case_list("run/val.list", ["LISA_0003"])  # doctest: +SKIP
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{i}\n" for i in ids))
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, "".join(f"{i}\n" for i in ids))
 
 
 def _as_ids(value: Sequence[str] | str | Path | None) -> list[str] | None:

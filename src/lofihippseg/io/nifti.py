@@ -8,8 +8,6 @@ the input's voxel grid, affine and header (qform/sform codes kept), as uint8.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +17,11 @@ import numpy as np
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
 from lofihippseg.errors import InputError
+from lofihippseg.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def strip_suffix(path: str | Path) -> str:
@@ -205,18 +202,13 @@ def load_label(
     return Volume(data=data, affine=affine, spacing=_spacing(affine), source=img, path=path)
 
 
-def _atomic_to_filename(img: nib.spatialimages.SpatialImage, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_image_atomic(img: nib.spatialimages.SpatialImage, path: str | Path) -> Path:
+    """Save a nibabel image atomically (temporary file with the same suffix, then rename)."""
+    path = Path(path)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, suffix) as tmp:
+        nib.save(img, str(tmp))
+    return path
 
 
 def save_like(
@@ -257,7 +249,7 @@ def save_like(
         header = source.header.copy()
         header.set_data_dtype(dtype)
         out = type(source)(data, source.affine, header=header)
-    _atomic_to_filename(out, path)
+    save_image_atomic(out, path)
     return path
 
 
@@ -269,5 +261,5 @@ def save_volume(
     img = nib.Nifti1Image(np.asarray(array).astype(dtype), affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    _atomic_to_filename(img, path)
+    save_image_atomic(img, path)
     return path

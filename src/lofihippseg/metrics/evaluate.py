@@ -20,8 +20,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import numpy as np
 
 from lofihippseg.config import save_json
 from lofihippseg.errors import InputError, LoFiError
+from lofihippseg.io.atomic import write_text_atomic
 from lofihippseg.io.datasets import case_id_from_name, match_key
 from lofihippseg.io.nifti import Volume, is_image_file, load_label, strip_suffix
 from lofihippseg.metrics.overlap import overlap_metrics
@@ -201,10 +200,7 @@ class EvaluationResult:
         writer.writeheader()
         writer.writerows(self.per_case)
         csv_path = out_dir / "metrics_per_case.csv"
-        fd, tmp = tempfile.mkstemp(prefix=".metrics_per_case.", dir=out_dir)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(buffer.getvalue())
-        os.replace(tmp, csv_path)
+        write_text_atomic(csv_path, buffer.getvalue())
         return csv_path, save_json(self.summary, out_dir / "metrics_summary.json")
 
 

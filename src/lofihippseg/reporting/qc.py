@@ -9,14 +9,14 @@ Uses matplotlib's Agg canvas directly (no pyplot state, safe in worker threads).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+
+from lofihippseg.io.atomic import atomic_path
 
 FIGSIZE_IN = (12.0, 8.0)
 DPI = 100
@@ -102,14 +102,6 @@ def save_qc_png(
     handles = [Line2D([], [], color=c, label=NAMES[v]) for v, c in COLOURS.items()]
     fig.legend(handles=handles, loc="upper right", fontsize=9)
     fig.suptitle(title, fontsize=11)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, ".png") as tmp:
         fig.savefig(tmp, dpi=DPI, format="png")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

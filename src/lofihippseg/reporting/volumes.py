@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lofihippseg.io.atomic import atomic_path
 
 COLUMNS = ("case", "left_ml", "right_ml", "asymmetry_index", "view_dice", "status")
 
@@ -108,16 +108,9 @@ def update_volumes_csv(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path
         merged = {r["case"]: r for r in read_rows(path)}
         for row in rows:
             merged[str(row["case"])] = {k: _fmt(v) for k, v in row.items()}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
-                writer.writeheader()
-                for case in sorted(merged):
-                    writer.writerow(merged[case])
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            for case in sorted(merged):
+                writer.writerow(merged[case])
     return path

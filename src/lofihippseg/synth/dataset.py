@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from lofihippseg.errors import LoFiError
-from lofihippseg.io.nifti import save_volume, strip_suffix
+from lofihippseg.io.nifti import save_image_atomic, save_volume, strip_suffix
 from lofihippseg.synth.config import SynthConfig
 from lofihippseg.synth.generator import SyntheticGenerator, SynthSample
 
@@ -59,14 +58,7 @@ def save_scaled_image(image: np.ndarray, affine: np.ndarray, path: str | Path) -
     img.header.set_slope_inter(1.0 / 32767.0, 0.0)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{strip_suffix(path)}.tmp.nii.gz")
-    try:
-        nib.save(img, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_image_atomic(img, path)
 
 
 def write_synthetic_dataset(

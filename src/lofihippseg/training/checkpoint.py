@@ -8,14 +8,13 @@ A checkpoint is a dict of tensors, dicts, lists and numbers (CONTRACTS.md):
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lofihippseg.errors import LoFiError
+from lofihippseg.io.atomic import atomic_path
 from lofihippseg.models.registry import infer_n_filters, load_weights, safe_torch_load
 
 FORMAT = "lofihippseg-checkpoint-1"
@@ -30,15 +29,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
         >>> save_checkpoint(state, "c.pt")  # doctest: +SKIP
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, **state}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
