@@ -146,11 +146,24 @@ def test_rows_and_defaults() -> None:
     assert (full.n_test, full.n_val, full.n_train, full.n_filters) == (41, 16, None, 8)
     rows = dict((r.name, (r, budget)) for r, budget in run.our_rows(full))
     assert rows["paper"][1] == 15 and rows["no-gate"][1] == full.ablation_budget_minutes == 5
-    # fusion rows re-predict the paper model trained at the ablation budget
-    assert rows["fusion-union"][0].reuse == "paper-ablation-budget"
+    assert rows["paper-no-critic"][1] == 15 and rows["paper-no-critic"][0].train_args == [
+        "--no-critic"
+    ]
+    # on a CPU the ablations that do not concern the critic change the critic-free recipe,
+    # and the fusion rows re-predict its model trained at the ablation budget
+    base = "paper-no-critic-ablation-budget"
+    assert rows[base][0].train_args == ["--no-critic"] and rows[base][1] == 5
+    assert rows["fusion-union"][0].reuse == base
     assert rows["fusion-union"][0].predict_args == ["--fusion", "union"]
+    assert rows["no-critic-single-view"][0].train_args == ["--no-critic", "--single-view"]
+    assert rows["no-critic-view-legacy"][0].train_args == ["--no-critic", "--view-mode", "legacy"]
     assert rows["released"][0].train_args == ["--recipe", "released"]
-    assert ("single-view" in rows) == run.single_view_inference()
+    assert rows["paper-ablation-budget"][0].train_args == []
+    gpu = dict(
+        (r.name, r) for r, _ in run.our_rows(run.parse_args(["--ablations", "--device", "cuda"]))
+    )
+    assert gpu["view-lowpass"].train_args == ["--view-mode", "lowpass"]
+    assert gpu["fusion-mean"].reuse == "paper-ablation-budget"
     same = run.parse_args(["--ablations", "--ablation-budget-minutes", "15"])
     assert "paper-ablation-budget" not in [r.name for r, _ in run.our_rows(same)]
     assert run.parse_args(["--device", "cuda"]).n_filters == 16

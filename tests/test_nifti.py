@@ -181,6 +181,11 @@ def test_label_errors(tmp_path):
     path = write_nifti(tmp_path / "seven.nii.gz", unknown)
     with pytest.raises(InputError, match=r"seven\.nii\.gz.*unknown label values \[7\]"):
         load_label(path, allowed={0, 1, 2})
+    big = np.zeros((4, 5, 6), np.int32)
+    big[1, 1, 1] = 40000  # would wrap to a negative int16
+    path = write_nifti(tmp_path / "big.nii.gz", big)
+    with pytest.raises(InputError, match=r"big\.nii\.gz.*40000 do not fit int16"):
+        load_label(path)
     fractional = write_nifti(tmp_path / "frac.nii.gz", np.full((4, 5, 6), 0.5, np.float32))
     with pytest.raises(InputError, match="frac.nii.gz.*non-integer"):
         load_label(fractional)

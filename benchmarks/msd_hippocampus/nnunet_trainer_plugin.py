@@ -14,6 +14,8 @@ Everything else is nnU-Net's default trainer. The differences, all set by enviro
 - ``LOFI_NNUNET_ITERS_PER_EPOCH`` (default 250) / ``LOFI_NNUNET_VAL_ITERS`` (default 50): epoch
   length; the benchmark shortens epochs on CPU so the budget check is fine-grained.
 - ``LOFI_NNUNET_MAX_EPOCHS`` (default 1000, nnU-Net's default): upper bound on epochs.
+- ``OMP_NUM_THREADS``: when set, the trainer uses that many threads (nnU-Net's CPU path sets
+  all cores), so both methods of the benchmark train with the same number of threads.
 - ``LOFI_NNUNET_FINAL_VALIDATION`` (default ``0``): nnU-Net's final validation predicts the whole
   validation fold (for fold ``all``: every training case). The benchmark predicts the held-out test
   cases itself, so this is skipped unless set to ``1``.
@@ -52,6 +54,8 @@ class nnUNetTrainer_TimeBudget(nnUNetTrainer):  # noqa: N801 - nnU-Net finds tra
         self.max_epochs = self.num_epochs
 
     def run_training(self) -> None:
+        if os.environ.get("OMP_NUM_THREADS"):
+            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
         start = time()
         self.on_train_start()
         done = 0

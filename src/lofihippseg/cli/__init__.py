@@ -24,6 +24,7 @@ COMMANDS = {
     "predict": "lofihippseg.cli.predict",
     "synth": "lofihippseg.cli.synth",
     "demo": "lofihippseg.cli.demo",
+    "example": "lofihippseg.cli.example",
 }
 
 

@@ -153,7 +153,7 @@ def build_config(
     "--resume",
     type=click.Path(exists=True, file_okay=False),
     help="Continue the run in this folder from its last checkpoint (only --iterations, "
-    "--device and --num-workers may change).",
+    "--val-every, --device and --num-workers may change).",
 )
 def command(data, config_json, recipe, resume, **opts) -> None:
     """Train the dual-view model on labelled DATA (folders in LISA / nnU-Net / MSD layout, or
@@ -170,7 +170,8 @@ def command(data, config_json, recipe, resume, **opts) -> None:
     from lofihippseg.training.loop import resume_config, train
 
     if resume:
-        keep = {k: opts[k] for k in ("iterations", "device", "num_workers") if opts[k] is not None}
+        changeable = ("iterations", "val_every", "device", "num_workers")
+        keep = {k: opts[k] for k in changeable if opts[k] is not None}
         run = train(resume_config(resume, **keep), resume=Path(resume))
         click.echo(f"run folder: {run}")
         return

@@ -166,6 +166,8 @@ def load_label(
 ) -> Volume:
     """Read a label map into canonical order as int16 data (in a float-free ``Volume``).
 
+    Values outside the int16 range (|v| > 32767) are refused rather than wrapped.
+
     Args:
         path: label map file.
         reference: the image it belongs to; the grids (shape and affine) must match.
@@ -182,6 +184,10 @@ def load_label(
         if not np.allclose(array, rounded, atol=1e-3):
             raise InputError(path, "label map has non-integer values; is this an image?")
         array = rounded
+    if array.size and (array.min() < -32768 or array.max() > 32767):
+        raise InputError(
+            path, f"label values up to {array.max():.0f} do not fit int16; is this a label map?"
+        )
     array = array.astype(np.int16)
     if allowed is not None:
         unknown = sorted(set(np.unique(array).tolist()) - set(allowed))

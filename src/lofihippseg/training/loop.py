@@ -53,6 +53,7 @@ METRIC_FIELDS = [
     "dice_right",
     "best_dice",
     "seconds",
+    "val_seconds",
 ]
 
 
@@ -277,6 +278,7 @@ def _loop(config, ctx, state, loader, val_cases, run, start, stop, best) -> None
             continue
         if ctx.is_main:
             if validating and val_cases:
+                val_start = time.time()
                 vnet2 = None if config.single_view else D.unwrap(state.vnet2)
                 scores = validate(
                     D.unwrap(state.vnet1),
@@ -296,6 +298,7 @@ def _loop(config, ctx, state, loader, val_cases, run, start, stop, best) -> None
                     **scores,
                     "best_dice": best,
                     "seconds": round(time.time() - t0, 1),
+                    "val_seconds": round(time.time() - val_start, 2),
                 }
                 _append_csv(metrics_path, row)
                 log.info(
