@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup example demo test test-all lint bench clean
 
 $(BIN)/lofihippseg: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,9 @@ $(BIN)/lofihippseg: pyproject.toml
 	touch $(BIN)/lofihippseg
 
 setup: $(BIN)/lofihippseg
+
+example: setup
+	$(BIN)/lofihippseg example --out example_output
 
 demo: setup
 	$(BIN)/lofihippseg demo --out demo_output
@@ -27,4 +30,4 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) example_output demo_output .pytest_cache

@@ -66,7 +66,7 @@ def main() -> None:
         help="synthetic pool folder (overrides the config's data)",
     )
     p.add_argument("--make-pool", action="store_true", help="generate the pool first if missing")
-    p.add_argument("--n-pool", type=int, default=90, help="training cases in a new pool")
+    p.add_argument("--n-pool", type=int, default=60, help="training cases in a new pool")
     p.add_argument("--iterations", type=int, default=None, help="override the config's total")
     p.add_argument("--stop-at", type=int, default=None, help="stop after this iteration")
     p.add_argument("--resume", type=Path, default=None, help="run folder to continue")
