@@ -11,8 +11,7 @@ import torch
 
 from lofihippseg.cli import main
 from lofihippseg.errors import LoFiError
-from lofihippseg.inference import api
-from lofihippseg.inference.model_loading import DEFAULT_MODEL
+from lofihippseg.inference import api, model_loading
 from lofihippseg.io.nifti import load_image, load_label
 from lofihippseg.models.registry import ModelSpec, build_vnet, bundle_dict
 from lofihippseg.workflows.example import EXAMPLES, run_example
@@ -77,7 +76,7 @@ def test_example_cli_and_errors(tmp_path, tiny_bundle, capsys):
         run_example(tmp_path / "x", which="nope", model=tiny_bundle)
 
 
-@pytest.mark.skipif(DEFAULT_MODEL.is_file(), reason="a default model ships")
-def test_example_without_shipped_model_says_what_to_do(tmp_path):
+def test_example_without_shipped_model_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(model_loading, "DEFAULT_MODEL", tmp_path / "absent.pt")
     with pytest.raises(LoFiError, match="ships no default model"):
         run_example(tmp_path / "out")

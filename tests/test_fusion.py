@@ -16,7 +16,7 @@ from lofihippseg.inference.fusion import (
     view_agreement_dice,
 )
 from lofihippseg.inference.postprocess import keep_largest_per_side, largest_component
-from lofihippseg.inference.roi import coarse_box, touches_inner_face
+from lofihippseg.inference.roi import coarse_box, misses_a_side, touches_inner_face
 from lofihippseg.inference.tta import flip_probabilities, tta_probabilities
 from lofihippseg.reporting.volumes import (
     asymmetry_index,
@@ -129,7 +129,10 @@ def test_tta_keeps_a_left_only_model_on_the_left():
 def test_coarse_box_and_guard():
     p = torch.zeros(2, 20, 20, 20)
     p[1, 5:7, 8, 9] = 0.9
-    box = coarse_box([p], (40, 40, 40), margin=4)
+    assert coarse_box([p], (40, 40, 40), margin=4) is None  # one side only: whole volume
+    q = torch.zeros(2, 20, 20, 20)
+    q[0, 5, 8, 9] = 0.9  # the other side, found by the other network
+    box = coarse_box([p, q], (40, 40, 40), margin=4)
     assert all((s.stop - s.start) % 16 == 0 for s in box)
     assert box[0].start <= 10 - 4 and box[0].stop >= 14 + 4  # covers detections + margin
     assert coarse_box([torch.zeros(2, 4, 4, 4)], (8, 8, 8)) is None
@@ -142,6 +145,9 @@ def test_coarse_box_and_guard():
     labels[:] = 0
     labels[15, 0, 0] = 1  # on the volume's own border: not a cut
     assert not touches_inner_face(labels, inner)
+    assert misses_a_side(labels)
+    labels[30, 30, 30] = 2
+    assert not misses_a_side(labels)
 
 
 def test_volumes_and_asymmetry():

@@ -15,6 +15,7 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff
 from lofihippseg.cli import main
 from lofihippseg.errors import LoFiError
 from lofihippseg.inference import model_loading
+from lofihippseg.inference import roi as roi_mod
 from lofihippseg.inference.api import PredictSettings, gather_inputs, output_names, predict
 from lofihippseg.inference.model_loading import LoadedModel, load_model
 from lofihippseg.inference.predictor import Predictor
@@ -220,17 +221,53 @@ class BrightNet(torch.nn.Module):
         return torch.cat([40 * (x - 0.55), torch.full_like(x, -40.0)], dim=1)
 
 
+class TwoLevelNet(torch.nn.Module):
+    """Pointwise: 'left' for bright voxels, 'right' for the brightest."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left = torch.where(x < 0.88, 40 * (x - 0.6), torch.full_like(x, -40.0))
+        return torch.cat([left, 40 * (x - 0.88)], dim=1)
+
+
+def two_level_head(shape=(128, 128, 96)) -> np.ndarray:
+    """``synthetic_head`` whose right blob (second half of axis 0) is brighter than the left."""
+    data = synthetic_head(shape, blob=0.5, spread=0.25)
+    right = np.zeros(shape, bool)
+    right[shape[0] // 2 :] = True
+    data[right & (data > 180)] += 50
+    return data
+
+
 def test_roi_path_matches_whole_volume(tmp_path):
-    path = write_nifti(
-        tmp_path / "big.nii.gz", synthetic_head((128, 128, 96), blob=0.5, spread=0.25)
-    )
-    vol = load_image(path)
-    model = fake_model(BrightNet())
+    vol = load_image(write_nifti(tmp_path / "big.nii.gz", two_level_head()))
+    model = fake_model(TwoLevelNet())
     whole = Predictor(model, settings(roi="off")).predict_volume(vol)
     roi = Predictor(model, settings(roi="on")).predict_volume(vol)
     assert "roi_box" in roi.info, roi.info  # the located box was used, no fallback
-    assert (whole.labels > 0).sum() > 50
+    assert (whole.labels == 1).sum() > 50 and (whole.labels == 2).sum() > 50
     np.testing.assert_array_equal(roi.labels, whole.labels)
+
+
+def test_roi_falls_back_when_a_side_is_missing(tmp_path, monkeypatch):
+    vol = load_image(write_nifti(tmp_path / "big.nii.gz", two_level_head()))
+    one_side = fake_model(BrightNet())  # never finds 'right': no box
+    pred = Predictor(one_side, settings(roi="on")).predict_volume(vol)
+    assert "did not find both sides" in pred.info["roi_fallback"]
+    whole = Predictor(one_side, settings(roi="off")).predict_volume(vol)
+    np.testing.assert_array_equal(pred.labels, whole.labels)
+    # a box that holds one side only (the coarse pass was fooled): the final check falls back
+    model = fake_model(TwoLevelNet())
+    real_box = roi_mod.coarse_box
+
+    def left_half_only(probs, shape):
+        box = real_box(probs, shape)
+        half = (box[0].stop - box[0].start) // 32 * 16  # the lower half of x: the left blob
+        return (slice(box[0].start, box[0].start + half), *box[1:])
+
+    monkeypatch.setattr(roi_mod, "coarse_box", left_half_only)
+    pred = Predictor(model, settings(roi="on")).predict_volume(vol)
+    assert pred.info["roi_fallback"] == "segmentation in the box misses a side"
+    assert (pred.labels == 1).any() and (pred.labels == 2).any()
 
 
 def test_tta_keeps_sides(scans):

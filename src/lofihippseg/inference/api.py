@@ -84,7 +84,9 @@ class BatchReport:
 
     def table(self) -> str:
         """A short plain-text summary table."""
-        lines = [f"{'case':<32} {'status':<8} {'left mL':>8} {'right mL':>9} {'AI':>7} {'dice':>6}"]
+        lines = [
+            f"{'case':<32} {'status':<8} {'left mL':>8} {'right mL':>9} {'AI':>7} {'view Dice':>9}"
+        ]
         for r in self.results:
             row = r.row or {}
 
@@ -98,7 +100,7 @@ class BatchReport:
             lines.append(
                 f"{r.case[:32]:<32} {r.status:<8} {num('left_ml', '8.3f'):>8} "
                 f"{num('right_ml', '9.3f'):>9} {num('asymmetry_index', '7.3f'):>7} "
-                f"{num('view_dice', '6.3f'):>6}"
+                f"{num('view_dice', '9.3f'):>9}"
             )
             if r.status == "failed":
                 lines.append(f"    error: {r.message}")

@@ -168,11 +168,14 @@ class Predictor:
         if self.use_roi:
             found = roi_mod.roi_probabilities(self._run, nets, (view1, view2), self._coarse)
             if found is None:
-                info["roi_fallback"] = "coarse pass found nothing worth a box"
+                info["roi_fallback"] = "coarse pass did not find both sides in a small box"
             else:
                 maps, roi_box = found
                 labels_crop, fused = self._labels(*maps)
-                if roi_mod.touches_inner_face(labels_crop, roi_box):
+                if roi_mod.misses_a_side(labels_crop):
+                    info["roi_fallback"] = "segmentation in the box misses a side"
+                    maps = None
+                elif roi_mod.touches_inner_face(labels_crop, roi_box):
                     info["roi_fallback"] = "segmentation reached the box"
                     maps = None
                 else:

@@ -6,8 +6,10 @@ too slow on a laptop CPU. The hippocampi fill well under 1% of the head, so:
 1. coarse pass: both networks on the volume down-sampled by 2 (1/8 of the cost each);
 2. a box around everything either network finds (plus a margin of real image context, grown to
    a multiple of 16 voxels) is run at full resolution;
-3. safety: when the coarse pass finds nothing, the box is most of the volume, or the final
-   segmentation reaches the box's inner faces, the caller falls back to the whole volume.
+3. safety: when the coarse pass does not find both sides, the box is most of the volume, or
+   the final segmentation misses a side or reaches the box's inner faces, the caller falls back
+   to the whole volume (a head has two hippocampi; a box around one side only once cost the
+   other side, and most of the found one, on a held-back synthetic scan).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def coarse_box(
     margin: int = MARGIN,
     threshold: float = COARSE_THRESHOLD,
 ) -> Box | None:
-    """Full-resolution box around coarse detections, or None when there are none.
+    """Full-resolution box around coarse detections, or None unless both sides are detected.
 
     Args:
         coarse_probs: (2, d, h, w) probability maps of the down-sampled volume.
@@ -58,15 +60,19 @@ def coarse_box(
         threshold: a coarse voxel counts as a detection above this.
 
     Example:
-        >>> p = torch.zeros(2, 10, 10, 10); p[0, 4, 4, 4] = 0.9
+        >>> p = torch.zeros(2, 10, 10, 10); p[:, 4, 4, 4] = 0.9
         >>> coarse_box([p], (20, 20, 20), margin=2)
         (slice(1, 17, None), slice(1, 17, None), slice(1, 17, None))
+        >>> p[1] = 0  # only one side found: no box
+        >>> coarse_box([p], (20, 20, 20)) is None
+        True
     """
-    found = torch.zeros(coarse_probs[0].shape[1:], dtype=torch.bool)
+    per_side = torch.zeros(coarse_probs[0].shape, dtype=torch.bool)  # (2, d, h, w)
     for probs in coarse_probs:
-        found |= (probs.float().cpu() > threshold).any(dim=0)
-    if not bool(found.any()):
-        return None
+        per_side |= probs.float().cpu() > threshold
+    if not all(bool(side.any()) for side in per_side):
+        return None  # a side is missing: the box could cut it away
+    found = per_side.any(dim=0)
     box = []
     for axis, size in enumerate(shape):
         idx = torch.nonzero(found.any(dim=tuple(a for a in range(3) if a != axis)))[:, 0]
@@ -80,6 +86,11 @@ def box_fraction(box: Box, shape: tuple[int, int, int]) -> float:
     """Fraction of the volume inside ``box``."""
     inside = np.prod([s.stop - s.start for s in box])
     return float(inside / np.prod(shape))
+
+
+def misses_a_side(labels: np.ndarray) -> bool:
+    """True when label 1 or label 2 is absent from ``labels``."""
+    return not ((labels == 1).any() and (labels == 2).any())
 
 
 def touches_inner_face(labels: np.ndarray, box: Box, guard: int = GUARD) -> bool:
