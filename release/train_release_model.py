@@ -4,14 +4,15 @@ Steps (each can be run alone):
 
 1. ``--make-pool``: generate the synthetic training pool (``release/make_pool.py``; label maps
    01-13 for training, 14-16 held back for validation);
-2. train with ``release/release_config.json`` (the paper recipe, small network and patches so a
-   2-core CPU can do it); ``--resume RUN`` continues an interrupted run exactly;
+2. train with ``release/release_config.json`` (the paper recipe without the critic, small
+   network and patches so a 2-core CPU can do it; see ``release/MODEL_CARD.md``);
+   ``--resume RUN`` continues an interrupted run exactly;
 3. ``--export RUN``: write the run's best checkpoint as a half-precision bundle to
    ``src/lofihippseg/data/model/lofihippseg_default.pt``.
 
 Example:
-    OMP_NUM_THREADS=2 python release/train_release_model.py --make-pool --pool pool
-    python release/train_release_model.py --export runs/release_cpu
+    OMP_NUM_THREADS=1 python release/train_release_model.py --make-pool --pool pool
+    python release/train_release_model.py --export runs/release_cpu_v2
 """
 
 from __future__ import annotations
