@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from lofihippseg.cli.options import device_option
+
 
 @click.command("demo")
 @click.option(
@@ -21,13 +23,7 @@ import click
 @click.option("--iterations", default=800, show_default=True, help="Training iterations.")
 @click.option("--n-filters", default=8, show_default=True, help="VNet base width (16 = released).")
 @click.option("--seed", default=0, show_default=True, help="Seed for everything.")
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    help="Where to compute.",
-)
+@device_option("Where to compute.")
 def command(
     out_dir: Path, n_cases: int, iterations: int, n_filters: int, seed: int, device: str
 ) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from lofihippseg.cli.options import device_option
+
 
 @click.command("example")
 @click.option(
@@ -29,13 +31,7 @@ import click
 @click.option(
     "--model", default=None, help="Model run folder or bundle (default: the shipped one)."
 )
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    help="Where to compute.",
-)
+@device_option("Where to compute.")
 def command(out_dir: Path, which: str, model: str | None, device: str) -> None:
     """Segment a shipped example scan: label map, volumes and a QC picture, no data needed.
 

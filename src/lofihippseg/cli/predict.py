@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from lofihippseg.cli.options import device_option
 from lofihippseg.errors import LoFiError
 
 
@@ -116,13 +117,7 @@ def _roi_size(value: str) -> tuple[int, int, int]:
     "only around them (falls back to the whole volume when unsure); auto = on CPU, "
     "off for --recipe released.",
 )
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="Where to run; auto = CUDA when available.",
-)
+@device_option("Where to run; auto = CUDA when available.")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
 @click.option(
     "--amp/--no-amp", default=True, show_default=True, help="Float16 mixed precision on CUDA."

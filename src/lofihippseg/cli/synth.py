@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from lofihippseg.cli.options import device_option
+
 
 def _device(name: str) -> str:
     import torch
@@ -41,13 +43,7 @@ def _device(name: str) -> str:
     default=False,
     help="Also write OUT/preview.png: a few samples beside their source anatomy.",
 )
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="Where to generate: the GPU if available (auto), or cpu/cuda.",
-)
+@device_option("Where to generate: the GPU if available (auto), or cpu/cuda.")
 @click.option(
     "--val-fraction",
     type=float,
