@@ -50,18 +50,22 @@ class Located(torch.nn.Module):
         return torch.cat([bright, bright], dim=1) + 0 * logits  # sides split by the position
 
 
-def synthetic_case(path: Path) -> Path:
-    """A 1 mm head (noisy ellipsoid) with two hippocampus-sized bright ellipsoids."""
+def synthetic_case(path: Path, shape: tuple[int, int, int] = SHAPE) -> Path:
+    """A 1 mm head (noisy ellipsoid) with two hippocampus-sized bright ellipsoids.
+
+    A smaller ``shape`` (dry runs) scales the head and the hippocampi with it.
+    """
     from lofihippseg.io.nifti import save_volume
 
     rng = np.random.default_rng(0)
-    centre = np.array(SHAPE) / 2
+    k = min(shape) / min(SHAPE)
+    centre = np.array(shape) / 2
     grid = np.meshgrid(
-        *[np.arange(s) - c for s, c in zip(SHAPE, centre, strict=True)], indexing="ij"
+        *[np.arange(s) - c for s, c in zip(shape, centre, strict=True)], indexing="ij"
     )
-    x, y, z = grid
+    x, y, z = (g / k for g in grid)
     head = (x / 70) ** 2 + (y / 95) ** 2 + (z / 80) ** 2 < 1
-    data = head * (100 + 8 * rng.standard_normal(SHAPE))
+    data = head * (100 + 8 * rng.standard_normal(shape))
     for cx in (-27, 27):  # mm from the midline; long axis antero-posterior
         hip = ((x - cx) / 8) ** 2 + ((y + 15) / 20) ** 2 + ((z + 15) / 9) ** 2 < 1
         data[hip] = 250
@@ -85,18 +89,18 @@ class SideSplit(torch.nn.Module):
         return out
 
 
-def run_one(name: str, device: str, threads: int) -> dict:
+def run_one(name: str, device: str, threads: int, shape=SHAPE, n_filters: int = 16) -> dict:
     from lofihippseg.inference.api import PredictSettings, predict
     from lofihippseg.inference.model_loading import LoadedModel
     from lofihippseg.models.registry import ModelSpec, build_vnet
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    spec = ModelSpec(n_filters=16, view_mode="legacy")
+    spec = ModelSpec(n_filters=n_filters, view_mode="legacy")
     nets = [SideSplit(Located(build_vnet(spec))).eval() for _ in range(2)]
     model = LoadedModel(spec, nets[0], nets[1], "bench (random weights)")
     with tempfile.TemporaryDirectory() as tmp:
-        case = synthetic_case(Path(tmp) / "case.nii.gz")
+        case = synthetic_case(Path(tmp) / "case.nii.gz", tuple(shape))
         settings = PredictSettings(device=device, qc=True, **SETTINGS[name])
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         if device == "cuda":
@@ -125,9 +129,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--only", choices=list(SETTINGS), default=None)
     parser.add_argument("--one", choices=list(SETTINGS), default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--shape", type=int, nargs=3, default=SHAPE, help="case size (dry runs)")
+    parser.add_argument("--n-filters", type=int, default=16)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one, args.device, args.threads)))
+        result = run_one(args.one, args.device, args.threads, args.shape, args.n_filters)
+        print(json.dumps(result))
         return
     names = [args.only] if args.only else list(SETTINGS)
     results = {}
@@ -141,6 +149,10 @@ def main() -> None:
             args.device,
             "--threads",
             str(args.threads),
+            "--shape",
+            *map(str, args.shape),
+            "--n-filters",
+            str(args.n_filters),
         ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         results[name] = json.loads(out.strip().splitlines()[-1])
@@ -156,7 +168,12 @@ def main() -> None:
         base = results["whole"]["seconds"]
         for name, r in results.items():
             print(f"{name:<9} time ratio vs whole-volume: {r['seconds'] / base:5.2f}")
-    print(f"shape {SHAPE}, device {args.device}, threads {args.threads}, n_filters 16, both views")
+    print(
+        f"shape {tuple(args.shape)}, device {args.device}, threads {args.threads}, "
+        f"n_filters {args.n_filters}, both views"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -40,15 +41,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=5, help="cases timed per setting")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch)")
+    parser.add_argument("--device", nargs="+", default=None, help="cpu and/or cuda (default: all)")
+    parser.add_argument("--shape", type=int, nargs=3, default=None, help="output grid (dry runs)")
+    parser.add_argument("--packaged", action="store_true", help="the package's small label maps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    maps = sorted(SHARED.glob("*.nii.gz"))[:4] if SHARED.is_dir() else packaged_label_maps()
+    use_shared = SHARED.is_dir() and not args.packaged
+    maps = sorted(SHARED.glob("*.nii.gz"))[:4] if use_shared else packaged_label_maps()
     settings = {
         "default (3 stacks)": SynthConfig(),
         "single stack": SynthConfig(p_three_stacks=0.0),
         "fast (SynthConfig.fast)": SynthConfig.fast(),
     }
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if args.shape:
+        settings = {k: replace(v, output_shape=tuple(args.shape)) for k, v in settings.items()}
+    devices = args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"label maps: {len(maps)} from {maps[0].parent}; CPU threads: {args.threads}")
     for device in devices:
         for name, cfg in settings.items():

@@ -57,6 +57,30 @@ def t1_config() -> SynthConfig:
     )
 
 
+def randomised(config: SynthConfig) -> SynthConfig:
+    """Domain randomisation for training cases (SynthSeg-style; issue 12).
+
+    Larger head rotations (real positioning), smaller heads (young children), a share of single
+    stacks at 1-3 mm along a random axis, a wider SNR and stronger bias field.
+    """
+    return dataclasses.replace(
+        config,
+        rotation_deg=25.0,
+        global_scale=(0.75, 1.1),
+        p_generic_acquisition=0.3,
+        snr_range=(8.0, 60.0) if config.snr_range else None,
+        bias_log_std=(0.0, 0.8),
+    )
+
+
+def random_config() -> SynthConfig:
+    """Fully random per-label intensities (any contrast), with the randomised acquisition."""
+    return randomised(dataclasses.replace(SynthConfig(), p_random_contrast=1.0))
+
+
+CONTRASTS = ("t2", "t1", "random")
+
+
 def split_maps(folder: Path) -> tuple[list[Path], list[Path]]:
     """(training maps, held-back maps) of ``training_seg_XX.nii.gz`` files."""
     maps = sorted(folder.glob("training_seg_*.nii.gz"))
@@ -97,15 +121,22 @@ def write_pool(
     seed: int,
     t1_share: float,
     voxel_range: tuple[float, float],
+    random_share: float = 0.0,
 ) -> None:
     """Write ``n_train`` + ``n_val`` cases with ``train.list``/``val.list`` and ``sources.csv``."""
     train_maps, held = split_maps(maps_dir)
     if not train_maps or not held:
         raise SystemExit(f"{maps_dir}: need training_seg_01..16 (held back: {HELD_BACK})")
+    # Training cases get domain randomisation; validation cases keep the generator's priors.
+    configs = {
+        "train": {"t2": randomised(t2_config()), "t1": randomised(t1_config()),
+                  "random": random_config()},
+        "val": {"t2": t2_config(), "t1": t1_config(), "random": random_config()},
+    }  # fmt: skip
     gens = {
-        (part, kind): SyntheticGenerator(maps, cfg)
+        (part, kind): SyntheticGenerator(maps, configs[part][kind])
         for part, maps in (("train", train_maps), ("val", held))
-        for kind, cfg in (("t2", t2_config()), ("t1", t1_config()))
+        for kind in CONTRASTS
     }
     rng = np.random.default_rng(seed)
     rows, lists = [], {"train": [], "val": []}
@@ -114,7 +145,10 @@ def write_pool(
         cid = case_id(k)
         img_path = out / "imagesTr" / f"{cid}_ciso.nii.gz"
         lab_path = out / "labelsTr" / f"{cid}_hipp.nii.gz"
-        kind = "t1" if rng.random() < t1_share and part == "train" else "t2"
+        u = rng.random()
+        kind = "t2"
+        if part == "train":
+            kind = "t1" if u < t1_share else "random" if u < t1_share + random_share else "t2"
         if not (img_path.exists() and lab_path.exists()):  # resumable
             t = time.time()
             img, lab, aff, voxel = make_case(gens[part, kind], seed * 100003 + k, voxel_range)
@@ -160,9 +194,12 @@ def main() -> None:
     p.add_argument("--n-val", type=int, default=2, help="validation cases (maps 14-16)")
     p.add_argument("--seed", type=int, default=2024, help="master seed")
     p.add_argument("--t1-share", type=float, default=0.4, help="share of T1-like training cases")
+    p.add_argument(
+        "--random-share", type=float, default=0.0, help="share of fully random-contrast cases"
+    )
     p.add_argument("--voxel", type=float, nargs=2, default=(1.0, 2.0), help="voxel size range mm")
     a = p.parse_args()
-    write_pool(a.maps, a.out, a.n, a.n_val, a.seed, a.t1_share, tuple(a.voxel))
+    write_pool(a.maps, a.out, a.n, a.n_val, a.seed, a.t1_share, tuple(a.voxel), a.random_share)
 
 
 if __name__ == "__main__":

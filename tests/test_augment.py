@@ -125,6 +125,7 @@ def test_invalid_probability_is_a_user_error():
         AugmentConfig(noise_prob=1.5)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_runs_on_gpu_and_deterministic():
     image, label = _sample()

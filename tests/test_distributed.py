@@ -16,6 +16,7 @@ from lofihippseg.training import distributed as D
 from lofihippseg.training import loop
 from lofihippseg.training.checkpoint import load_checkpoint
 from lofihippseg.training.data import TrainingSamples
+from lofihippseg.training.losses import LossConfig
 from lofihippseg.training.steps import train_step
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
@@ -25,6 +26,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# The critic on every voxel: a voxel sample of half a batch cannot equal one of the whole batch,
+# and this test checks that DDP averages gradients exactly.
+EXACT = LossConfig(critic_fraction=1.0)
 
 
 def global_batch(config, n: int = 4) -> dict[str, torch.Tensor]:
@@ -57,7 +63,7 @@ def _worker(rank: int, world: int, data: str, out: str, ports: tuple[int, int]) 
     os.environ.update(
         MASTER_ADDR="127.0.0.1", RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
     )
-    config = small_config(Path(data), Path(out), use_augmentation=False)
+    config = small_config(Path(data), Path(out), use_augmentation=False, loss=EXACT)
     # 1) one step on this process's half of the global batch
     os.environ["MASTER_PORT"] = str(ports[0])
     ctx = D.setup("cpu")
@@ -78,7 +84,7 @@ def test_two_processes_match_one_process_and_train(tmp_path):
     out.mkdir()
     mp.spawn(_worker, args=(2, str(data), str(out), (free_port(), free_port())), nprocs=2)
 
-    config = small_config(data, out, use_augmentation=False, batch_size=4)
+    config = small_config(data, out, use_augmentation=False, batch_size=4, loss=EXACT)
     single = one_step(config, global_batch(config), D.DistContext())
     ddp = torch.load(out / "ddp_step.pt", weights_only=True)
     reference = one_step(

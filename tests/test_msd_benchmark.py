@@ -143,27 +143,25 @@ def test_rows_and_defaults() -> None:
     assert [r.name for r, _ in run.our_rows(quick)] == ["paper"]
     assert not run.parse_args(["--quick", "--with-nnunet"]).skip_nnunet
     full = run.parse_args(["--ablations", "--budget-minutes", "15"])
-    assert (full.n_test, full.n_val, full.n_train, full.n_filters) == (41, 16, None, 8)
+    assert (full.n_test, full.n_val, full.n_train, full.n_filters) == (41, 16, None, None)
     rows = dict((r.name, (r, budget)) for r, budget in run.our_rows(full))
     assert rows["paper"][1] == 15 and rows["no-gate"][1] == full.ablation_budget_minutes == 5
     assert rows["paper-no-critic"][1] == 15 and rows["paper-no-critic"][0].train_args == [
         "--no-critic"
     ]
-    # on a CPU the ablations that do not concern the critic change the critic-free recipe,
-    # and the fusion rows re-predict its model trained at the ablation budget
-    base = "paper-no-critic-ablation-budget"
-    assert rows[base][0].train_args == ["--no-critic"] and rows[base][1] == 5
-    assert rows["fusion-union"][0].reuse == base
-    assert rows["fusion-union"][0].predict_args == ["--fusion", "union"]
-    assert rows["no-critic-single-view"][0].train_args == ["--no-critic", "--single-view"]
-    assert rows["no-critic-view-legacy"][0].train_args == ["--no-critic", "--view-mode", "legacy"]
-    assert rows["released"][0].train_args == ["--recipe", "released"]
-    assert rows["paper-ablation-budget"][0].train_args == []
-    gpu = dict(
-        (r.name, r) for r, _ in run.our_rows(run.parse_args(["--ablations", "--device", "cuda"]))
+    # the ablations change one thing of the paper recipe (critic on) on every device, and the
+    # fusion rows re-predict its model trained at the ablation budget
+    assert (
+        rows["paper-ablation-budget"][0].train_args == [] and rows["paper-ablation-budget"][1] == 5
     )
-    assert gpu["view-lowpass"].train_args == ["--view-mode", "lowpass"]
-    assert gpu["fusion-mean"].reuse == "paper-ablation-budget"
+    assert rows["fusion-union"][0].reuse == "paper-ablation-budget"
+    assert rows["fusion-union"][0].predict_args == ["--fusion", "union"]
+    assert rows["single-view"][0].train_args == ["--single-view"]
+    assert rows["view-legacy"][0].train_args == ["--view-mode", "legacy"]
+    assert rows["released"][0].train_args == ["--recipe", "released"]
     same = run.parse_args(["--ablations", "--ablation-budget-minutes", "15"])
     assert "paper-ablation-budget" not in [r.name for r, _ in run.our_rows(same)]
-    assert run.parse_args(["--device", "cuda"]).n_filters == 16
+    assert dict((r.name, r) for r, _ in run.our_rows(same))["fusion-mean"].reuse == "paper"
+    ours = _load("ours_side")
+    assert ours.base_train_args("cpu", 3)[-4:] == ["--device", "cpu", "--seed", "3"]
+    assert "--n-filters" not in ours.base_train_args("cpu", 3)  # the planner picks the width

@@ -102,6 +102,7 @@ def test_constant_volume_gives_zeros_and_bad_arguments_raise():
         frequency_view(np.ones((4, 4)))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("mode", FREQUENCY_MODES)
 def test_gpu_matches_cpu(mode):

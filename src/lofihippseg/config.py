@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, TypeVar
+
+import numpy as np
 
 from lofihippseg.errors import LoFiError
 from lofihippseg.io.atomic import write_text_atomic
@@ -53,10 +56,36 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     return cls(**kwargs)
 
 
+def json_ready(value: Any) -> Any:
+    """A copy of ``value`` that strict JSON accepts.
+
+    NumPy scalars and arrays become Python numbers and lists (MGH headers hold numpy ints),
+    NaN and infinite floats become None (``null``), tuples become lists, paths strings.
+
+    Example:
+        >>> json_ready({"n": np.int32(3), "ai": float("nan"), "shape": (2, np.int64(4))})
+        {'n': 3, 'ai': None, 'shape': [2, 4]}
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = to_dict(value)
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [json_ready(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
 def save_json(data: dict[str, Any] | Any, path: str | Path) -> Path:
-    """Write a dict or dataclass as indented JSON, atomically."""
-    payload = to_dict(data) if dataclasses.is_dataclass(data) else data
-    return write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    """Write a dict or dataclass as indented strict JSON (NaN -> null), atomically."""
+    payload = json_ready(data)
+    text = json.dumps(payload, indent=2, sort_keys=False, allow_nan=False)
+    return write_text_atomic(path, text + "\n")
 
 
 def read_json_settings(path: str | Path) -> dict[str, Any]:

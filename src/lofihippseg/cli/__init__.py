@@ -25,6 +25,8 @@ COMMANDS = {
     "synth": "lofihippseg.cli.synth",
     "demo": "lofihippseg.cli.demo",
     "example": "lofihippseg.cli.example",
+    "bids": "lofihippseg.cli.bids",
+    "report": "lofihippseg.cli.report",
 }
 
 
@@ -52,8 +54,25 @@ def cli(verbose: bool) -> None:
     )
 
 
+def _usage_line(exc: click.UsageError) -> str:
+    """A click usage error as one line: the problem, then where to find help."""
+    command = exc.ctx.command_path if exc.ctx is not None else "lofihippseg"
+    return f"error: {exc.format_message()} (see `{command} --help`)"
+
+
+def _os_error_line(exc: OSError) -> str:
+    """An OS error (unwritable output, full disk ...) as ``error: PATH: reason``."""
+    where = exc.filename if exc.filename is not None else ""
+    reason = exc.strerror or str(exc)
+    return f"error: {where}: {reason}" if where else f"error: {reason}"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, turning user errors into one-line messages."""
+    """Entry point: run the CLI, turning user errors into one-line messages (exit code 2).
+
+    Errors of the user's input or settings (:class:`LoFiError`), usage errors and OS errors
+    (an output that cannot be written, a full disk) print one line ``error: ...``.
+    """
     try:
         cli.main(args=argv, prog_name="lofihippseg", standalone_mode=False)
     except LoFiError as exc:
@@ -62,8 +81,14 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        click.echo(_usage_line(exc), err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        click.echo(_os_error_line(exc), err=True)
+        sys.exit(2)

@@ -52,4 +52,6 @@ def command(out_dir: Path, which: str, model: str | None, device: str) -> None:
         click.echo(f"volumes: {result.report.csv_path}")
     if result.qc_picture is not None:
         click.echo(f"QC picture: {result.qc_picture}")
+    for line in result.report.error_lines():
+        click.echo(line, err=True)
     sys.exit(result.report.exit_code)

@@ -11,13 +11,9 @@ from lofihippseg.errors import LoFiError
 
 
 def _shard(value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    try:
-        i, n = (int(v) for v in value.split("/"))
-    except ValueError:
-        raise LoFiError(f"--shard must look like I/N (e.g. 1/4), got {value!r}") from None
-    return i, n
+    from lofihippseg.sharding import parse_shard
+
+    return parse_shard(value)
 
 
 def _roi_size(value: str) -> tuple[int, int, int]:
@@ -118,7 +114,9 @@ def _roi_size(value: str) -> tuple[int, int, int]:
     "off for --recipe released.",
 )
 @device_option("Where to run; auto = CUDA when available.")
-@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch."
+)
 @click.option(
     "--amp/--no-amp", default=True, show_default=True, help="Float16 mixed precision on CUDA."
 )
@@ -136,7 +134,16 @@ def _roi_size(value: str) -> tuple[int, int, int]:
 )
 @click.option("--overwrite", is_flag=True, help="Redo cases whose outputs already exist.")
 @click.option(
-    "--shard", default=None, help="I/N: process only part I of N (1-based) of the sorted case list."
+    "--shard",
+    default=None,
+    help="I/N: process only part I of N (1-based) of the sorted case list; 'slurm': the part "
+    "of this SLURM array task (SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT).",
+)
+@click.option(
+    "--report",
+    "report_html",
+    is_flag=True,
+    help="Also write OUT/report.html: the self-contained cohort QC report of the output folder.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(
@@ -163,13 +170,15 @@ def command(
     lisa_names,
     overwrite,
     shard,
+    report_html,
     quiet,
 ) -> None:
     """Segment the left and right hippocampus in INPUTS (files, folders or globs).
 
     Writes per case CASE_hipp.nii.gz (on the input's grid), a JSON sidecar, a QC picture,
-    and a row of volumes.csv (left/right mL, asymmetry index, view agreement Dice). Failed
-    cases are reported and the rest go on; the exit code is 1 if any case failed.
+    and a row of volumes.csv (left/right mL, asymmetry index, view agreement Dice, quality
+    status). A failed case prints `error: FILE: problem` and the rest go on; the exit code is
+    0 when no case failed, 1 when some failed, 2 when every case failed.
     """
     from lofihippseg.inference.api import PredictSettings, predict
     from lofihippseg.inference.model_loading import load_model
@@ -204,5 +213,11 @@ def command(
         f"outputs in {report.out_dir}"
         + (f", volumes in {report.csv_path}" if report.csv_path else "")
     )
+    if report_html:
+        from lofihippseg.reporting.cohort_report import write_report
+
+        click.echo(f"report: {write_report(report.out_dir)}")
+    for line in report.error_lines():
+        click.echo(line, err=True)
     if report.failed:
-        sys.exit(1)
+        sys.exit(report.exit_code)  # 2: every case failed; 1: some did

@@ -72,17 +72,24 @@ def command(
     """Synthesise low-field-like T2 scans with left/right hippocampus labels from label maps."""
     import torch
 
+    from lofihippseg.io.paths import ensure_writable_dir
     from lofihippseg.synth.assets import find_label_maps, packaged_label_maps
     from lofihippseg.synth.config import SynthConfig
     from lofihippseg.synth.dataset import write_preview, write_synthetic_dataset
     from lofihippseg.synth.generator import SyntheticGenerator
 
     maps = find_label_maps(label_maps) if label_maps else packaged_label_maps()
+    ensure_writable_dir(out)
     config = SynthConfig()
     if size:
         # a grid smaller than the default cannot hold the whole brain: centre it on the hippocampi
         small = any(a < b for a, b in zip(size, config.output_shape, strict=True))
-        config = SynthConfig(output_shape=tuple(size), centre_on="hippocampi" if small else "brain")
+        try:
+            config = SynthConfig(
+                output_shape=tuple(size), centre_on="hippocampi" if small else "brain"
+            )
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--size") from None
     dev = _device(device)
     result = write_synthetic_dataset(maps, n, out, seed, config, val_fraction, dev)
     click.echo(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from lofihippseg.config import from_dict, read_json_settings
 
@@ -21,6 +22,33 @@ def _patch(value: str | None) -> tuple[int, int, int] | None:
     if len(parts) not in (1, 3):
         raise click.BadParameter(f"{value!r}: give one size (128) or three (128,128,96)")
     return tuple(parts * 3 if len(parts) == 1 else parts)  # type: ignore[return-value]
+
+
+# the only settings ``--resume`` may change; every other option given is refused
+RESUME_CHANGEABLE = ("iterations", "val_every", "device", "num_workers")
+
+
+def _refuse_changes_on_resume(ctx: click.Context) -> None:
+    """Refuse DATA and every option given explicitly with ``--resume`` except the changeable.
+
+    Uses click's parameter source, so options added later are refused too.
+    """
+    explicit = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    given = [
+        param
+        for param in ctx.command.params
+        if param.name not in (*RESUME_CHANGEABLE, "resume")
+        and ctx.get_parameter_source(param.name) in explicit
+    ]
+    if given:
+        names = ", ".join(
+            p.opts[0] if isinstance(p, click.Option) else p.human_readable_name for p in given
+        )
+        raise click.UsageError(
+            f"--resume continues a run with its saved settings, so {names} cannot be given; "
+            "only --iterations, --val-every, --device and --num-workers may change",
+            ctx,
+        )
 
 
 def build_config(
@@ -91,7 +119,9 @@ def build_config(
 @click.option(
     "--patch", type=str, help="Patch size: one number (128) or three (128,128,96); multiples of 16."
 )
-@click.option("--n-filters", type=int, help="Base width of each VNet (16 = released).")
+@click.option(
+    "--n-filters", type=click.IntRange(min=1), help="Base width of each VNet (16 = released)."
+)
 @click.option(
     "--val-every", type=int, help="Validate and save a checkpoint every N iterations (150)."
 )
@@ -148,7 +178,31 @@ def build_config(
     type=click.Path(exists=True, dir_okay=False),
     help="Start the critic from this checkpoint.",
 )
-@click.option("--num-workers", type=int, help="Data-loading worker processes (2).")
+@click.option(
+    "--num-workers", type=click.IntRange(min=0), help="Data-loading worker processes (2)."
+)
+@click.option(
+    "--plan/--no-plan",
+    "plan",
+    default=None,
+    help="Plan patch, batch, width, clipping, lr (and CPU iterations) from the data and the "
+    "device (default: on, unless --config); explicit options always win.",
+)
+@click.option(
+    "--time-budget",
+    type=float,
+    help="Minutes of training the CPU plan fills with iterations (20).",
+)
+@click.option(
+    "--critic-fraction",
+    type=float,
+    help="Share of voxels the critic's terms are estimated on (0.05; 1 = every voxel).",
+)
+@click.option(
+    "--clip",
+    type=str,
+    help="Intensity clipping before min-max normalisation: 'LOW,HIGH' percentiles or 'none'.",
+)
 @click.option(
     "--resume",
     type=click.Path(exists=True, file_okay=False),
@@ -170,8 +224,8 @@ def command(data, config_json, recipe, resume, **opts) -> None:
     from lofihippseg.training.loop import resume_config, train
 
     if resume:
-        changeable = ("iterations", "val_every", "device", "num_workers")
-        keep = {k: opts[k] for k in changeable if opts[k] is not None}
+        _refuse_changes_on_resume(click.get_current_context())
+        keep = {k: opts[k] for k in RESUME_CHANGEABLE if opts[k] is not None}
         run = train(resume_config(resume, **keep), resume=Path(resume))
         click.echo(f"run folder: {run}")
         return
@@ -184,10 +238,52 @@ def command(data, config_json, recipe, resume, **opts) -> None:
         loss["use_gate"] = False
     if opts.pop("no_mutual"):
         loss["use_mutual"] = False
+    if opts.get("critic_fraction") is not None:
+        loss["critic_fraction"] = opts["critic_fraction"]
+    opts.pop("critic_fraction", None)
+    plan, time_budget = opts.pop("plan"), opts.pop("time_budget")
     model = {k: opts.pop(k) for k in ("n_filters", "view_mode", "cutoff")}
+    clip = opts.pop("clip")
+    if clip is not None:
+        model["clip_percentiles"] = _clip(clip)
     if opts.pop("no_augment"):
         opts["use_augmentation"] = False
     opts["patch_size"] = _patch(opts.pop("patch"))
     config = build_config(data, config_json, recipe, opts, model, loss)
+    if plan is None:
+        plan = config_json is None
+    if plan:
+        explicit = {k for k, v in {**opts, **model}.items() if v is not None}
+        if clip is not None:
+            explicit.add("clip_percentiles")
+        config = _planned(config, explicit, time_budget)
     run = train(config)
     click.echo(f"run folder: {run}")
+
+
+def _clip(value: str) -> tuple[float, float] | None:
+    if value.strip().lower() == "none":
+        return None
+    try:
+        low, high = (float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give 'LOW,HIGH' percentiles or 'none'") from None
+    if not 0 <= low < high <= 100:
+        raise click.BadParameter(f"{value!r}: need 0 <= LOW < HIGH <= 100")
+    return (low, high)
+
+
+def _planned(config, explicit: set[str], time_budget: float | None):
+    """The config with the planner's choices for every setting not given explicitly."""
+    from lofihippseg.training.plan import apply_plan, plan_for_config
+
+    plan, budget = plan_for_config(config, time_budget)
+    planned = apply_plan(config, plan, explicit)
+    kept = sorted(explicit & {"patch_size", "batch_size", "n_filters", "lr", "iterations",
+                              "val_every", "clip_percentiles"})  # fmt: skip
+    lines = plan.describe().splitlines()
+    if kept:
+        lines.append(f"  - explicit options kept: {', '.join(kept)}")
+    click.echo(f"planned for {budget.kind} ({budget.name}, {budget.memory_gb:.0f} GB):")
+    click.echo("\n".join(lines))
+    return planned.replace(plan=tuple(lines))

@@ -9,6 +9,7 @@ import numpy as np
 
 from lofihippseg.errors import InputError
 from lofihippseg.io.nifti import Volume, is_image_file, load_image, save_like
+from lofihippseg.io.paths import ensure_writable_dir
 from lofihippseg.models.registry import ModelSpec
 from lofihippseg.preprocessing.prepare import crop_and_normalise
 from lofihippseg.views.frequency import FREQUENCY_MODES, frequency_view
@@ -70,6 +71,7 @@ def command(image: Path, output: Path, mode: str, cutoff: float) -> None:
     if output.resolve() == image.resolve():
         raise InputError(output, "refusing to overwrite the input image; choose another -o")
     volume = load_image(image)
+    ensure_writable_dir(output.parent)
     view = second_view_volume(volume, mode=mode, cutoff=cutoff)
     save_like(view, volume, output, dtype=np.float32)
     click.echo(f"wrote {output} ({mode}, cutoff {cutoff})")

@@ -18,6 +18,7 @@ is reported and the batch goes on; ``BatchReport.failed`` lists them.
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -30,25 +31,44 @@ from tqdm import tqdm
 
 from lofihippseg import __version__
 from lofihippseg.config import save_json, to_dict
-from lofihippseg.errors import LoFiError
+from lofihippseg.errors import InputError, LoFiError
+from lofihippseg.inference.layout import OutputLayout
 from lofihippseg.inference.model_loading import LoadedModel, load_model
 from lofihippseg.inference.predictor import Prediction, Predictor
 from lofihippseg.inference.settings import PredictSettings
-from lofihippseg.io.nifti import is_image_file, load_image, save_like, strip_suffix
-from lofihippseg.io.paths import safe_output_path
+from lofihippseg.io.atomic import remove_stale_temps
+from lofihippseg.io.nifti import (
+    NIFTI_SUFFIXES,
+    dicom_folder_hint,
+    is_image_file,
+    load_image,
+    save_like,
+    strip_suffix,
+)
+from lofihippseg.io.paths import ensure_writable_dir, safe_output_path
 from lofihippseg.reporting.qc import save_qc_png
+from lofihippseg.reporting.status import case_status
 from lofihippseg.reporting.volumes import read_rows, update_volumes_csv, volume_row
 
-__all__ = ["PredictSettings", "BatchReport", "CaseResult", "predict", "gather_inputs"]
+__all__ = [
+    "PredictSettings",
+    "BatchReport",
+    "CaseResult",
+    "FlatLayout",
+    "predict",
+    "gather_inputs",
+]
 
 log = logging.getLogger(__name__)
 
 CSV_NAME = "volumes.csv"
 _LISA = re.compile(r"^LISA_(?:VALIDATION_|TEST_)?(\d+)(?:_ciso)?$", re.IGNORECASE)
-# names that are outputs or labels, skipped when a folder or glob is expanded
+# names that outputs or label maps have; such files found by expanding a folder or glob are
+# skipped only when they are this tool's outputs or sit beside their scan (``_skip_reason``)
 _NOT_INPUTS = re.compile(
     r"(_hipp|_hipp_prediction|_HF_hipp|_prob_left|_prob_right|_uncertainty)$", re.IGNORECASE
 )
+_CASE_OUTPUTS = re.compile(r"(_prob_left|_prob_right|_uncertainty)$", re.IGNORECASE)
 
 
 @dataclass
@@ -79,13 +99,23 @@ class BatchReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when every case succeeded or was already done, else 1."""
-        return 1 if self.failed else 0
+        """0: no case failed; 1: some cases failed, others were done; 2: every case failed.
+
+        Quality statuses (``empty``, ``low_agreement`` ...) do not change the exit code.
+        """
+        if not self.failed:
+            return 0
+        return 2 if len(self.failed) == len(self.results) else 1
+
+    def error_lines(self) -> list[str]:
+        """``error: FILE: problem``, one line per failed case."""
+        return [f"error: {r.message}" for r in self.failed]
 
     def table(self) -> str:
-        """A short plain-text summary table."""
+        """A short plain-text summary table: what happened (result) and the quality status."""
         lines = [
-            f"{'case':<32} {'status':<8} {'left mL':>8} {'right mL':>9} {'AI':>7} {'view Dice':>9}"
+            f"{'case':<32} {'result':<7} {'status':<18} {'left mL':>8} {'right mL':>9} "
+            f"{'AI':>7} {'view Dice':>9}"
         ]
         for r in self.results:
             row = r.row or {}
@@ -97,13 +127,12 @@ class BatchReport:
                 except (TypeError, ValueError):
                     return "-"
 
+            quality = "failed" if r.status == "failed" else str(row.get("status") or "-")
             lines.append(
-                f"{r.case[:32]:<32} {r.status:<8} {num('left_ml', '8.3f'):>8} "
+                f"{r.case[:32]:<32} {r.status:<7} {quality:<18} {num('left_ml', '8.3f'):>8} "
                 f"{num('right_ml', '9.3f'):>9} {num('asymmetry_index', '7.3f'):>7} "
                 f"{num('view_dice', '9.3f'):>9}"
             )
-            if r.status == "failed":
-                lines.append(f"    error: {r.message}")
         return "\n".join(lines)
 
 
@@ -119,10 +148,45 @@ def _expand(item: str | Path) -> tuple[list[Path], bool]:
     raise LoFiError(f"{item}: input not found (expected a file, a folder or a glob pattern)")
 
 
+def _has_sidecar(folder: Path, stem: str) -> bool:
+    """True when ``folder/STEM.json`` is a sidecar written by this tool."""
+    sidecar = folder / f"{stem}.json"
+    try:
+        return sidecar.is_file() and json.loads(sidecar.read_text()).get("tool") == "lofihippseg"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _skip_reason(path: Path) -> str | None:
+    """Why a file found in a folder or glob is not a scan to segment (None: it is one).
+
+    Skipped: files this tool wrote (a lofihippseg sidecar names their case), and label maps
+    beside their scan (``CASE_hipp`` or ``LISA_XXXX_HF_hipp`` next to ``CASE`` or
+    ``LISA_XXXX_ciso``). A scan that merely ends in ``_hipp`` is kept.
+    """
+    stem = strip_suffix(path)
+    match = _NOT_INPUTS.search(stem)
+    if match is None:
+        return None
+    base = stem[: match.start()]
+    if _CASE_OUTPUTS.search(stem):
+        sidecars = {output_names(base)["sidecar"], output_names(base, True)["sidecar"]}
+        ours = any(_has_sidecar(path.parent, name.removesuffix(".json")) for name in sidecars)
+    else:
+        ours = _has_sidecar(path.parent, stem)
+    if ours:
+        return "outputs of lofihippseg"
+    for scan in (base, f"{base}_ciso"):
+        if any((path.parent / f"{scan}{suffix}").is_file() for suffix in NIFTI_SUFFIXES):
+            return "label maps beside their scans"
+    return None
+
+
 def gather_inputs(inputs: str | Path | list[str | Path]) -> list[Path]:
     """Expand files, folders and globs into a sorted list of unique image files.
 
-    Folders and globs skip files named like outputs or labels (``*_hipp.nii.gz`` ...).
+    Folders and globs skip this tool's outputs and label maps beside their scans (and say so);
+    a scan whose name merely ends in ``_hipp`` is kept (see ``_skip_reason``).
 
     Example:
         >>> gather_inputs(["scans/", "more/*.nii.gz"])  # doctest: +SKIP
@@ -131,13 +195,27 @@ def gather_inputs(inputs: str | Path | list[str | Path]) -> list[Path]:
     if not items:
         raise LoFiError("no inputs given")
     found: dict[Path, Path] = {}
+    skipped: dict[str, list[str]] = {}
     for item in items:
         files, expanded = _expand(item)
         for f in files:
-            if expanded and _NOT_INPUTS.search(strip_suffix(f)):
+            reason = _skip_reason(f) if expanded else None
+            if reason is not None:
+                skipped.setdefault(reason, []).append(f.name)
                 continue
             found.setdefault(f.resolve(), f)
+    for reason, names in skipped.items():
+        log.warning(
+            "skipped %d file(s), %s: %s%s (name a file explicitly to segment it)",
+            len(names),
+            reason,
+            ", ".join(names[:5]),
+            " ..." if len(names) > 5 else "",
+        )
     if not found:
+        dicom = [h for h in (dicom_folder_hint(i) for i in items if Path(i).is_dir()) if h]
+        if dicom:
+            raise LoFiError(f"{items[0]}: no NIfTI/MGZ images; this folder {dicom[0]}")
         raise LoFiError(f"no NIfTI/MGZ images found in {', '.join(map(str, items))}")
     paths = sorted(found.values(), key=lambda p: (strip_suffix(p), str(p)))
     names = [strip_suffix(p) for p in paths]
@@ -173,11 +251,52 @@ def output_names(case: str, lisa_names: bool = False) -> dict[str, str]:
     }
 
 
-def _remove_stale_temps(out_dir: Path, names: dict[str, str]) -> None:
-    """Delete temporary files left by a killed earlier run of this case."""
-    for name in names.values():
-        for tmp in out_dir.glob(f".{glob.escape(name)}.*tmp*"):
-            tmp.unlink(missing_ok=True)
+class FlatLayout(OutputLayout):
+    """``predict``'s own layout: ``CASE_hipp.*`` side by side in ``out_dir``, ``volumes.csv``."""
+
+    def __init__(self, lisa_names: bool = False) -> None:
+        self.lisa_names = lisa_names
+
+    def paths(self, out_dir: Path, case: str, path: Path) -> dict[str, Path]:
+        """Output files of one case, named by :func:`output_names`."""
+        names = output_names(case, self.lisa_names)
+        return {k: safe_output_path(out_dir, v) for k, v in names.items()}
+
+    def table(self, out_dir: Path) -> Path | None:
+        """The cohort table ``out_dir/volumes.csv``."""
+        return out_dir / CSV_NAME
+
+
+def _remove_stale_temps(paths: dict[str, Path]) -> None:
+    """Delete temporary files left by a killed earlier run of this case.
+
+    Only stale ones (``io.atomic.is_stale_temp``): another process writing the same case
+    right now keeps its file.
+    """
+    remove_stale_temps(paths.values())
+
+
+def failure_message(path: Path, exc: BaseException) -> str:
+    """One line ``FILE: problem`` for a case that failed.
+
+    Example:
+        >>> failure_message(Path("a.nii.gz"), OSError(30, "Read-only file system", "out/x"))
+        'out/x: Read-only file system'
+    """
+    if isinstance(exc, InputError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename or path}: {exc.strerror}"
+    text = str(exc) if isinstance(exc, LoFiError) else f"{type(exc).__name__}: {exc}"
+    return text if text.startswith(str(path)) else f"{path}: {text}"
+
+
+def _record_failure(path: Path, case: str, source: Path, message: str) -> None:
+    """Write the failed case's one-line error (read by the cohort report); never raises."""
+    try:
+        save_json({"case": case, "input": str(source), "status": "failed", "error": message}, path)
+    except OSError as exc:
+        log.warning("%s: could not record the failure in %s: %s", case, path, exc)
 
 
 def _write_case(
@@ -187,8 +306,10 @@ def _write_case(
     paths: dict[str, Path],
     settings: PredictSettings,
     model: LoadedModel,
+    layout: OutputLayout | None = None,
 ) -> CaseResult:
-    case = strip_suffix(path)
+    layout = layout or FlatLayout(settings.lisa_names)
+    case = layout.case_id(path)
     volume = load_image(path)
     pred: Prediction = predictor.predict_volume(volume)
     written: dict[str, str] = {}
@@ -202,6 +323,10 @@ def _write_case(
         save_like(pred.uncertainty, volume, paths["uncertainty"], dtype=np.float32)
         written["uncertainty"] = str(paths["uncertainty"])
     row = volume_row(case, pred.labels, volume.voxel_volume_ml, pred.view_dice)
+    quality = case_status(
+        row["left_ml"], row["right_ml"], pred.view_dice, volume.data.shape, volume.spacing
+    )
+    row.update(status=quality.status, status_reason=quality.reason)
     if settings.qc:
         title = (
             f"{case}   left {row['left_ml']:.2f} mL   right {row['right_ml']:.2f} mL   "
@@ -209,7 +334,9 @@ def _write_case(
         )
         save_qc_png(volume.data, pred.labels, volume.spacing, paths["qc"], title)
         written["qc"] = str(paths["qc"])
-    update_volumes_csv(out_dir / CSV_NAME, [row])
+    table = layout.table(out_dir)
+    if table is not None:
+        update_volumes_csv(table, [row])
     sidecar = {
         "tool": "lofihippseg",
         "version": __version__,
@@ -220,10 +347,15 @@ def _write_case(
         "effective": pred.info,
         "timings": {k: round(v, 4) for k, v in pred.timings.items()},
         "volumes": row,
-        "input_shape": list(volume.source.shape[:3]),
-        "spacing_mm": list(volume.spacing),
+        "status": quality.status,
+        "status_reason": quality.reason,
+        "flags": list(quality.flags),
+        "input_shape": [int(n) for n in volume.source.shape[:3]],
+        "spacing_mm": [float(v) for v in volume.spacing],
     }
+    sidecar.update(layout.sidecar_extra(case, path))
     save_json(sidecar, paths["sidecar"])  # last: marks the case as finished
+    layout.failure_path(out_dir, case).unlink(missing_ok=True)
     return CaseResult(case, path, "ok", outputs=written, row=row, seconds=pred.timings["total_s"])
 
 
@@ -233,6 +365,7 @@ def predict(
     model: LoadedModel | str | Path | None = None,
     settings: PredictSettings | None = None,
     progress: bool = True,
+    layout: OutputLayout | None = None,
 ) -> BatchReport:
     """Segment every input scan; write label maps, sidecars, QC pictures and ``volumes.csv``.
 
@@ -242,6 +375,8 @@ def predict(
         model: a loaded model, a run folder / bundle file, or None for the packaged default.
         settings: how to run and what to write.
         progress: show a progress bar.
+        layout: where each case's outputs go (default :class:`FlatLayout`; the BIDS App
+            passes its derivatives layout).
 
     Returns:
         The batch report; ``report.failed`` lists cases that could not be done.
@@ -254,6 +389,7 @@ def predict(
         >>> print(report.table())  # doctest: +SKIP
     """
     settings = settings or PredictSettings()
+    layout = layout or FlatLayout(settings.lisa_names)
     out_dir = Path(out_dir)
     paths_in = gather_inputs(inputs)
     if settings.shard is not None:
@@ -264,28 +400,34 @@ def predict(
     if settings.threads:
         torch.set_num_threads(int(settings.threads))
     predictor = Predictor(model, settings)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out_dir)
     inputs_resolved = {p.resolve() for p in paths_in}
     results: list[CaseResult] = []
     for path in tqdm(paths_in, desc="predict", unit="case", disable=not progress):
-        case = strip_suffix(path)
+        case = layout.case_id(path)
         try:
-            names = output_names(case, settings.lisa_names)
-            paths = {k: safe_output_path(out_dir, v) for k, v in names.items()}
+            paths = layout.paths(out_dir, case, path)
             clash = [p for p in paths.values() if p.resolve() in inputs_resolved]
             if clash:
                 raise LoFiError(f"{clash[0]}: refusing to overwrite an input; use another -o")
             if not settings.overwrite and paths["labels"].is_file() and paths["sidecar"].is_file():
                 results.append(CaseResult(case, path, "skipped", "already done"))
                 continue
-            _remove_stale_temps(out_dir, names)
-            results.append(_write_case(predictor, path, out_dir, paths, settings, model))
+            _remove_stale_temps(paths)
+            results.append(_write_case(predictor, path, out_dir, paths, settings, model, layout))
         except Exception as exc:  # report the case and go on with the batch
-            message = str(exc) if isinstance(exc, LoFiError) else f"{type(exc).__name__}: {exc}"
-            log.error("%s: failed: %s", case, message)
+            message = failure_message(path, exc)
+            log.debug("%s: failed: %s", case, message, exc_info=not isinstance(exc, LoFiError))
             results.append(CaseResult(case, path, "failed", message))
-    csv_path = out_dir / CSV_NAME
-    failed_rows = [{"case": r.case, "status": "failed"} for r in results if r.status == "failed"]
+            _record_failure(layout.failure_path(out_dir, case), case, path, message)
+    csv_path = layout.table(out_dir)
+    if csv_path is None:
+        return BatchReport(out_dir, results, None)
+    failed_rows = [
+        {"case": r.case, "status": "failed", "status_reason": r.message}
+        for r in results
+        if r.status == "failed"
+    ]
     if failed_rows:
         update_volumes_csv(csv_path, failed_rows)
     previous = {row["case"]: row for row in read_rows(csv_path)}

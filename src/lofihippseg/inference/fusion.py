@@ -100,7 +100,8 @@ def fuse_to_labels(
 def view_agreement_dice(p1: np.ndarray, p2: np.ndarray, threshold: float = 0.5) -> float:
     """Dice between the two views' foreground masks (any side): a quality flag.
 
-    Returns 1.0 when both views find nothing.
+    Returns NaN when both views find nothing: there is nothing to agree on, and 1.0 would read
+    as perfect agreement (sidecars write it as ``null``, the CSV as an empty cell).
 
     Example:
         >>> a = np.array([[0.9, 0.9], [0.0, 0.0]])  # (channels, voxels): 2 left voxels
@@ -111,7 +112,7 @@ def view_agreement_dice(p1: np.ndarray, p2: np.ndarray, threshold: float = 0.5) 
     a = (p1 > threshold).any(axis=0)
     b = (p2 > threshold).any(axis=0)
     total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+    return float("nan") if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 def disagreement(p1: np.ndarray, p2: np.ndarray) -> np.ndarray:

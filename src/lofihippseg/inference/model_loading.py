@@ -65,7 +65,7 @@ def _build(spec: ModelSpec, sd1: Any, sd2: Any, where: str, device: str) -> Load
     nets = []
     for state, name in ((sd1, "vnet1"), (sd2, "vnet2")):
         net = build_vnet(spec)
-        load_weights(net, state, f"{where} ({name})")
+        load_weights(net, state, f"{where} ({name})")  # also refuses NaN/inf weights
         nets.append(net.eval().to(device))
     return LoadedModel(spec=spec, vnet1=nets[0], vnet2=nets[1], source=where)
 
@@ -129,7 +129,12 @@ def _from_released(ckpt1: Path, ckpt2: Path, recipe: str | None, device: str) ->
         if not isinstance(state, dict):
             raise LoFiError(f"{path}: not a state dict")
         states.append(state)
-    widths = [infer_n_filters(s) for s in states]
+    widths = []
+    for path, state in zip((ckpt1, ckpt2), states, strict=True):
+        try:
+            widths.append(infer_n_filters(state))
+        except (LoFiError, AttributeError, IndexError) as exc:
+            raise LoFiError(f"{path}: {exc}") from None
     if widths[0] != widths[1]:
         raise LoFiError(f"{ckpt1}, {ckpt2}: the two networks differ in width {widths}")
     recipe = recipe or "released"

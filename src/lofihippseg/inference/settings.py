@@ -68,6 +68,8 @@ class PredictSettings:
             raise LoFiError(f"unknown device {self.device!r}; expected one of {DEVICES}")
         if self.roi not in ROI_MODES:
             raise LoFiError(f"unknown ROI mode {self.roi!r}; expected one of {ROI_MODES}")
+        if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
+            raise LoFiError(f"--threads must be 1 or more, got {self.threads}")
         if not 0.0 <= self.overlap < 1.0:
             raise LoFiError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.shard is not None:

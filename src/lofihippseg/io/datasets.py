@@ -301,6 +301,31 @@ def _as_ids(value: Sequence[str] | str | Path | None) -> list[str] | None:
     return [str(v) for v in value]
 
 
+def _id_resolver(cases: Sequence[Case]) -> dict[str, str]:
+    """Names a list entry may use for a case -> its case id (id, file names, file stems)."""
+    aliases: dict[str, str] = {}
+    for case in cases:
+        for path in (case.image, case.label):
+            if path is not None:
+                aliases.setdefault(path.name, case.case_id)
+                aliases.setdefault(strip_suffix(path), case.case_id)
+    keys: dict[str, list[str]] = {}
+    for case in cases:
+        keys.setdefault(f"key:{match_key(case.case_id)}", []).append(case.case_id)
+    aliases.update({k: v[0] for k, v in keys.items() if len(v) == 1})
+    aliases.update({c.case_id: c.case_id for c in cases})
+    return aliases
+
+
+def _to_case_id(entry: str, aliases: dict[str, str]) -> str:
+    """A list entry as a case id: ``LISA_0001``, ``LISA_0001_ciso.nii.gz`` or a path all work."""
+    name = Path(entry).name
+    for candidate in (entry, name, strip_suffix(name), f"key:{match_key(name)}"):
+        if candidate in aliases:
+            return aliases[candidate]
+    return entry
+
+
 def split_cases(
     cases: Sequence[Case],
     val_fraction: float = 0.2,
@@ -311,7 +336,9 @@ def split_cases(
     """Split cases into training and validation sets.
 
     With lists (ids, or paths of list files), the split follows them; a missing side gets the
-    remaining cases. Otherwise the split is a seeded shuffle of the cases sorted by id, so it
+    remaining cases. List entries may be case ids or file names (``LISA_0001_ciso.nii.gz``, as
+    the authors' ``train.list`` has them, or a label's name or a path). Otherwise the split is
+    a seeded shuffle of the cases sorted by id, so it
     does not depend on the order of ``cases``; at least one validation case when
     ``val_fraction > 0`` and there are two cases or more.
 
@@ -320,6 +347,11 @@ def split_cases(
     """
     by_id = {c.case_id: c for c in cases}
     train_ids, val_ids = _as_ids(train_list), _as_ids(val_list)
+    aliases = _id_resolver(cases)
+    if train_ids is not None:
+        train_ids = list(dict.fromkeys(_to_case_id(i, aliases) for i in train_ids))
+    if val_ids is not None:
+        val_ids = list(dict.fromkeys(_to_case_id(i, aliases) for i in val_ids))
     if train_ids is not None or val_ids is not None:
         for name, ids in (("train", train_ids), ("val", val_ids)):
             unknown = [i for i in ids or [] if i not in by_id]

@@ -22,6 +22,7 @@ from lofihippseg.io.atomic import atomic_path
 log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def strip_suffix(path: str | Path) -> str:
@@ -64,8 +65,12 @@ class Volume:
 
     @property
     def voxel_volume_ml(self) -> float:
-        """Volume of one voxel in millilitres."""
-        return float(np.prod(self.spacing)) / 1000.0
+        """Volume of one voxel in millilitres: |det| of the affine's 3x3 part / 1000.
+
+        Equal to the product of the voxel sizes for orthogonal axes; right for sheared
+        (non-orthogonal) affines too, where that product overestimates the volume.
+        """
+        return voxel_volume_ml(self.affine)
 
     def to_source_grid(self, array: np.ndarray) -> np.ndarray:
         """Reorder an array from canonical order back to the source file's voxel order."""
@@ -73,6 +78,16 @@ class Volume:
         back = ornt_transform(io_orientation(self.affine), ornt)
         # io_orientation(self.affine) is the identity (canonical), so this undoes ``ornt``.
         return apply_orientation(array, back)
+
+
+def voxel_volume_ml(affine: np.ndarray) -> float:
+    """Volume of one voxel in mL from a voxel-to-world affine (|det| of its 3x3 part / 1000).
+
+    Example:
+        >>> voxel_volume_ml(np.diag([2.0, 1.0, 1.5, 1.0]))
+        0.003
+    """
+    return abs(float(np.linalg.det(np.asarray(affine, dtype=float)[:3, :3]))) / 1000.0
 
 
 def _check_geometry(img: nib.spatialimages.SpatialImage, path: Path) -> None:
@@ -91,16 +106,72 @@ def _check_geometry(img: nib.spatialimages.SpatialImage, path: Path) -> None:
             log.warning("%s: qform and sform disagree; using the sform", path)
 
 
+def looks_like_dicom(path: str | Path) -> bool:
+    """True for a DICOM file (``.dcm`` suffix or the ``DICM`` marker at byte 128)."""
+    path = Path(path)
+    if path.suffix.lower() in (".dcm", ".ima"):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def dicom_folder_hint(folder: str | Path) -> str | None:
+    """A conversion hint when a folder holds DICOM files (checks a few files only), else None."""
+    folder = Path(folder)
+    try:
+        files = [p for p in sorted(folder.iterdir())[:50] if p.is_file()]
+    except OSError:
+        return None
+    if any(looks_like_dicom(p) for p in files[:20]):
+        return (
+            "holds DICOM files; convert the series to NIfTI first, e.g. "
+            f"`dcm2niix -z y -o OUT_FOLDER {folder}`"
+        )
+    return None
+
+
+def _check_affine(affine: np.ndarray, path: Path) -> None:
+    """Refuse affines that do not map voxels into 3D space (non-finite or singular)."""
+    linear = np.asarray(affine, dtype=float)[:3, :3]
+    if not np.isfinite(linear).all():
+        raise InputError(path, "the affine has NaN or infinite entries; fix the qform/sform")
+    scale = float(np.prod(np.sqrt((linear**2).sum(axis=0))))
+    if scale == 0 or abs(float(np.linalg.det(linear))) < 1e-6 * scale:
+        raise InputError(
+            path,
+            "singular affine: the voxel axes do not span 3D space (a zero voxel size or two "
+            "parallel axes in the qform/sform); fix the header",
+        )
+
+
 def _load_raw(path: str | Path) -> tuple[nib.spatialimages.SpatialImage, np.ndarray, Path]:
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found")
     if path.is_dir():
-        raise InputError(path, "is a folder, expected a .nii, .nii.gz or .mgz file")
+        hint = dicom_folder_hint(path)
+        raise InputError(path, hint or "is a folder, expected a .nii, .nii.gz or .mgz file")
+    if looks_like_dicom(path):
+        raise InputError(
+            path,
+            "a DICOM file; convert the series to NIfTI first, e.g. "
+            f"`dcm2niix -z y -o OUT_FOLDER {path.parent}`",
+        )
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for foreign files
         raise InputError(path, f"not a readable NIfTI/MGZ image ({type(exc).__name__})") from None
+    if isinstance(img, nib.AnalyzeImage) and not isinstance(img, nib.Nifti1Pair):
+        raise InputError(
+            path,
+            "Analyze 7.5 (.hdr/.img) images carry no orientation, so left and right cannot be "
+            "told apart; convert the original scan to NIfTI (e.g. `dcm2niix` from the DICOMs) "
+            "or set its orientation (e.g. `fslorient`/`fslswapdim`, 3D Slicer) and save .nii.gz",
+        )
     if np.dtype(img.get_data_dtype()).kind == "c":
         raise InputError(path, "complex-valued image; give a magnitude image")
     try:
@@ -111,10 +182,15 @@ def _load_raw(path: str | Path) -> tuple[nib.spatialimages.SpatialImage, np.ndar
         raise InputError(path, "complex-valued image; give a magnitude image")
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
+    if array.ndim == 2 or (array.ndim == 3 and 1 in array.shape):
+        raise InputError(
+            path, f"a 2D image (shape {tuple(array.shape)}); a 3D volume (several slices) is needed"
+        )
     if array.ndim != 3:
         raise InputError(path, f"expected a 3D image, got shape {tuple(array.shape)}")
     if min(array.shape) < 1:
         raise InputError(path, f"image has an empty dimension, shape {tuple(array.shape)}")
+    _check_affine(img.affine, path)
     _check_geometry(img, path)
     return img, array, path
 
@@ -150,9 +226,14 @@ def load_image(path: str | Path, allow_empty: bool = False) -> Volume:
         >>> vol.data.shape, vol.spacing  # doctest: +SKIP
     """
     img, array, path = _load_raw(path)  # the array proxy has applied scl_slope/inter
-    array = np.asarray(array, dtype=np.float32)
     if not np.isfinite(array).all():
         raise InputError(path, "image contains NaN or infinite values")
+    peak = float(np.abs(array).max()) if array.size else 0.0
+    if peak > _FLOAT32_MAX:
+        raise InputError(
+            path, f"values up to {peak:.3g} do not fit float32; rescale the image (e.g. to 0-1000)"
+        )
+    array = np.asarray(array, dtype=np.float32)
     if not allow_empty and (array.size == 0 or float(array.max()) == float(array.min())):
         raise InputError(path, "image is empty (all voxels have the same value)")
     data, affine = _canonical(img, array)
@@ -186,7 +267,9 @@ def load_label(
         array = rounded
     if array.size and (array.min() < -32768 or array.max() > 32767):
         raise InputError(
-            path, f"label values up to {array.max():.0f} do not fit int16; is this a label map?"
+            path,
+            f"label values up to {float(np.abs(array).max()):.6g} do not fit int16; "
+            "is this a label map?",
         )
     array = array.astype(np.int16)
     if allowed is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from lofihippseg.errors import LoFiError
@@ -21,3 +23,26 @@ def safe_output_path(out_dir: str | Path, name: str) -> Path:
     if resolved != root and root not in resolved.parents:
         raise LoFiError(f"{name}: output path escapes the output folder {out_dir}")
     return candidate
+
+
+def ensure_writable_dir(folder: str | Path) -> Path:
+    """Create ``folder`` if needed and check that files can be written in it.
+
+    Raises:
+        LoFiError: one line naming the folder and the reason (read-only file system, a file
+            where a folder should be, no permission ...).
+
+    Example:
+        >>> ensure_writable_dir("out")  # doctest: +SKIP
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except FileExistsError:
+        raise LoFiError(f"{folder}: cannot write there (a file, not a folder)") from None
+    except OSError as exc:
+        raise LoFiError(f"{folder}: cannot write there ({exc.strerror or exc})") from None
+    return folder

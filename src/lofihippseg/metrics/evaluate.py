@@ -29,12 +29,22 @@ from lofihippseg.config import save_json
 from lofihippseg.errors import InputError, LoFiError
 from lofihippseg.io.atomic import write_text_atomic
 from lofihippseg.io.datasets import case_id_from_name, match_key
-from lofihippseg.io.nifti import Volume, is_image_file, load_label, strip_suffix
+from lofihippseg.io.nifti import (
+    Volume,
+    dicom_folder_hint,
+    is_image_file,
+    load_label,
+    strip_suffix,
+)
+from lofihippseg.io.paths import ensure_writable_dir
 from lofihippseg.metrics.overlap import overlap_metrics
 from lofihippseg.metrics.surface import surface_metrics
 
 log = logging.getLogger(__name__)
 
+# label values every label map may hold (0 background, 1 left, 2 right); others are refused
+# unless asked for with ``labels`` (a 0/255 mask or a stray label 3 is an error, not a score)
+KNOWN_LABELS = (1, 2)
 MISSING_VALUES = {
     "dice": 0.0,
     "hd": 256.0,
@@ -90,6 +100,7 @@ def compute_case_metrics(
     gt: np.ndarray,
     spacing: tuple[float, float, float],
     labels: tuple[int, ...] = (1, 2),
+    voxel_volume_ml: float | None = None,
 ) -> dict[int, dict[str, float | str]]:
     """All metrics of one case, per label, with the empty-mask policy of this module.
 
@@ -98,6 +109,8 @@ def compute_case_metrics(
         gt: ground-truth label map on the same grid.
         spacing: voxel size in mm along the array axes.
         labels: label values to score.
+        voxel_volume_ml: volume of one voxel; default the product of ``spacing`` (give
+            ``Volume.voxel_volume_ml`` for sheared grids, where that product is too large).
 
     Returns:
         ``{label: {"dice", "hd", "hd95", "assd", "rve", "precision", "recall",
@@ -112,7 +125,7 @@ def compute_case_metrics(
     if pred.shape != gt.shape:
         raise ValueError(f"prediction shape {pred.shape} != ground truth shape {gt.shape}")
     spacing = tuple(float(s) for s in spacing)
-    voxel_ml = float(np.prod(spacing)) / 1000.0
+    voxel_ml = float(np.prod(spacing)) / 1000.0 if voxel_volume_ml is None else voxel_volume_ml
     box = _bbox((pred != 0) | (gt != 0))  # everything below works on the small crop
     pred, gt = pred[box], gt[box]
     out: dict[int, dict[str, float | str]] = {}
@@ -192,8 +205,7 @@ class EvaluationResult:
 
     def save(self, out_dir: str | Path) -> tuple[Path, Path]:
         """Write ``metrics_per_case.csv`` and ``metrics_summary.json`` atomically."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = ensure_writable_dir(out_dir)
         buffer = io.StringIO()
         fields = ["case_id", "label", *METRICS, "status", "prediction", "ground_truth"]
         writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
@@ -247,7 +259,8 @@ def _label_files(path: Path, role: str) -> list[Path]:
     if not files and (path / "labelsTr").is_dir():
         return _label_files(path / "labelsTr", role)
     if not files:
-        raise LoFiError(f"{path}: no .nii/.nii.gz/.mgz {role} files in this folder")
+        hint = dicom_folder_hint(path)
+        raise LoFiError(f"{path}: " + (hint or f"no .nii/.nii.gz/.mgz {role} files in this folder"))
     return files
 
 
@@ -318,6 +331,8 @@ def evaluate(
         >>> print(result.table())  # doctest: +SKIP
     """
     labels = tuple(int(lab) for lab in labels)
+    if out_dir is not None:
+        ensure_writable_dir(out_dir)  # fail before the work, not after it
     pairs, unmatched = _pair(
         _label_files(Path(pred), "prediction"), _label_files(Path(gt), "ground truth")
     )
@@ -328,8 +343,9 @@ def evaluate(
             ", ".join(unmatched[:5]),
         )
     rows, missing = [], []
+    allowed = {0, *KNOWN_LABELS, *labels}
     for gt_path, pred_path in sorted(pairs.items(), key=lambda kv: strip_suffix(kv[0])):
-        gt_vol = load_label(gt_path)
+        gt_vol = load_label(gt_path, allowed=allowed)
         case_id = strip_suffix(gt_path) if len(pairs) == 1 else case_id_from_name(gt_path)
         if pred_path is None:
             missing.append(case_id)
@@ -344,9 +360,11 @@ def evaluate(
                 for lab in labels
             }
         else:
-            pred_vol = load_label(pred_path)
+            pred_vol = load_label(pred_path, allowed=allowed)
             _check_grid(pred_vol, gt_vol)
-            per_label = compute_case_metrics(pred_vol.data, gt_vol.data, gt_vol.spacing, labels)
+            per_label = compute_case_metrics(
+                pred_vol.data, gt_vol.data, gt_vol.spacing, labels, gt_vol.voxel_volume_ml
+            )
         for lab, values in per_label.items():
             rows.append(
                 {

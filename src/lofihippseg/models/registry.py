@@ -42,10 +42,32 @@ class ModelSpec:
     crop_margin: int = 1
     recipe: str = "paper"
 
+    def __post_init__(self) -> None:
+        def bad(name: str, want: str) -> LoFiError:
+            return LoFiError(f"model spec {name} must be {want}, got {getattr(self, name)!r}")
+
+        if not _is_int(self.n_filters) or self.n_filters < 1:
+            raise bad("n_filters", "a whole number >= 1")
+        if not _is_int(self.crop_margin) or self.crop_margin < 0:
+            raise bad("crop_margin", "a whole number >= 0")
+        if isinstance(self.cutoff, bool) or not isinstance(self.cutoff, int | float):
+            raise bad("cutoff", "a number")
+        if not isinstance(self.view_mode, str):
+            raise bad("view_mode", "a string (highpass, lowpass or legacy)")
+        clip = self.clip_percentiles
+        if clip is not None and (
+            len(clip) != 2 or not all(isinstance(v, int | float) for v in clip)
+        ):
+            raise bad("clip_percentiles", "null or two numbers")
+
     @classmethod
     def released(cls) -> ModelSpec:
         """The settings of the authors' released checkpoints."""
         return cls(n_filters=16, view_mode="legacy", cutoff=0.1, recipe="released")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def build_vnet(spec: ModelSpec | None = None) -> VNet:
@@ -68,9 +90,15 @@ def safe_torch_load(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise LoFiError(f"{path}: checkpoint not found")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # zip (torch.save) or a legacy pickle
+        raise LoFiError(
+            f"{path}: not a PyTorch checkpoint (expected a .pt/.pth file written by torch.save)"
+        )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (zipfile.BadZipFile, EOFError, RuntimeError) as exc:
+    except (zipfile.BadZipFile, EOFError, RuntimeError, OSError) as exc:
         msg = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise LoFiError(f"{path}: corrupt or unreadable checkpoint ({msg})") from None
     except Exception as exc:  # pickle.UnpicklingError for objects outside the weights-only set
@@ -103,6 +131,9 @@ def load_weights(module: torch.nn.Module, state: Any, source: str | Path) -> Non
         raise LoFiError(
             f"{source}: weights do not fit ({first[0].strip() if first else exc})"
         ) from None
+    for name, tensor in module.state_dict().items():  # NaN weights would segment nothing
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise LoFiError(f"{source}: the weights contain NaN or infinite values ({name})")
 
 
 def infer_n_filters(state: dict[str, torch.Tensor]) -> int:

@@ -3,7 +3,10 @@
 One PNG per case, of a fixed pixel size (``QC_SIZE_PX``): two rows (left and right
 hippocampus), three columns (axial, coronal, sagittal slices through that hippocampus's
 centroid). Outlines: left in one colour, right in another, with a legend. Slices are shown in
-neurological convention (subject's left on the picture's left, anterior / superior up).
+neurological convention (subject's left on the picture's left, anterior / superior up), and
+every panel carries the orientation letters of its edges (R/L, A/P, S/I). The grey window is
+set robustly: the ``WINDOW_PERCENTILES`` of the non-zero voxels, so a few very bright voxels
+do not darken the picture.
 Uses matplotlib's Agg canvas directly (no pyplot state, safe in worker threads).
 """
 
@@ -25,6 +28,35 @@ COLOURS = {1: "#ff3b30", 2: "#1e90ff"}  # left red, right blue
 NAMES = {1: "left", 2: "right"}
 # (name, axis fixed by the slice, axes shown as (horizontal, vertical))
 PLANES = (("axial", 2, (0, 1)), ("coronal", 1, (0, 2)), ("sagittal", 0, (1, 2)))
+WINDOW_PERCENTILES = (1.0, 99.5)
+# canonical RAS axes: (letter at the low end, letter at the high end)
+AXIS_LETTERS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+def orientation_letters(h_axis: int, v_axis: int) -> dict[str, str]:
+    """Letters at the panel's left, right, bottom and top edges (canonical RAS arrays).
+
+    Example:
+        >>> orientation_letters(0, 2)
+        {'left': 'L', 'right': 'R', 'bottom': 'I', 'top': 'S'}
+    """
+    (left, right), (bottom, top) = AXIS_LETTERS[h_axis], AXIS_LETTERS[v_axis]
+    return {"left": left, "right": right, "bottom": bottom, "top": top}
+
+
+def _letter_panel(ax, h_axis: int, v_axis: int) -> None:
+    letters = orientation_letters(h_axis, v_axis)
+    style = {
+        "transform": ax.transAxes,
+        "color": "#ffd60a",
+        "fontsize": 11,
+        "fontweight": "bold",
+        "bbox": {"boxstyle": "round,pad=0.15", "facecolor": "black", "alpha": 0.55, "lw": 0},
+    }
+    ax.text(0.02, 0.5, letters["left"], ha="left", va="center", **style)
+    ax.text(0.98, 0.5, letters["right"], ha="right", va="center", **style)
+    ax.text(0.5, 0.02, letters["bottom"], ha="center", va="bottom", **style)
+    ax.text(0.5, 0.98, letters["top"], ha="center", va="top", **style)
 
 
 def _centroid(mask: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -35,7 +67,7 @@ def _centroid(mask: np.ndarray, fallback: np.ndarray) -> np.ndarray:
 def _display_range(image: np.ndarray) -> tuple[float, float]:
     nz = image[image != 0]
     ref = nz if nz.size else image.ravel()
-    low, high = np.percentile(ref, (1, 99.5))
+    low, high = np.percentile(ref, WINDOW_PERCENTILES)
     return float(low), float(high if high > low else low + 1)
 
 
@@ -60,6 +92,7 @@ def _draw(ax, image, labels, spacing, plane, centre, vmin, vmax) -> None:
         if mask.any() and not mask.all():
             ax.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=1.0)
     ax.set_title(f"{name} {'xyz'[axis]}={int(centre[axis])}", fontsize=9)
+    _letter_panel(ax, h_axis, v_axis)
     ax.set_xticks([])
     ax.set_yticks([])
 

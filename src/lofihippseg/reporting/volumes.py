@@ -18,7 +18,15 @@ import numpy as np
 
 from lofihippseg.io.atomic import atomic_path
 
-COLUMNS = ("case", "left_ml", "right_ml", "asymmetry_index", "view_dice", "status")
+COLUMNS = (
+    "case",
+    "left_ml",
+    "right_ml",
+    "asymmetry_index",
+    "view_dice",
+    "status",
+    "status_reason",
+)
 
 
 def side_volumes_ml(labels: np.ndarray, voxel_volume_ml: float) -> tuple[float, float]:
@@ -47,22 +55,33 @@ def asymmetry_index(left: float, right: float) -> float:
 
 
 def volume_row(
-    case: str, labels: np.ndarray, voxel_volume_ml: float, view_dice: float, status: str = "ok"
+    case: str,
+    labels: np.ndarray,
+    voxel_volume_ml: float,
+    view_dice: float | None,
+    status: str = "ok",
+    status_reason: str = "",
 ) -> dict[str, Any]:
     """One CSV row for a segmented case.
+
+    ``view_dice`` None or NaN (both views found nothing) and an undefined asymmetry index are
+    NaN in the row: an empty cell in the CSV, ``null`` in JSON. ``status`` is the case's
+    quality status (:mod:`lofihippseg.reporting.status`).
 
     Example:
         >>> volume_row("c1", np.ones((2, 2, 2), np.uint8), 1.0, 0.9)["left_ml"]
         8.0
     """
     left, right = side_volumes_ml(labels, voxel_volume_ml)
+    dice = float("nan") if view_dice is None else float(view_dice)
     return {
         "case": case,
         "left_ml": round(left, 6),
         "right_ml": round(right, 6),
         "asymmetry_index": round(asymmetry_index(left, right), 6),
-        "view_dice": round(float(view_dice), 6),
+        "view_dice": round(dice, 6),
         "status": status,
+        "status_reason": status_reason,
     }
 
 

@@ -105,11 +105,28 @@ class SynthConfig:
     snr_range: Range | None = (15.0, 50.0)  # per-stack SNR (ULF-Synth), Rician magnitude noise
     gamma_log_std: float = 0.5  # gamma = exp(N(0, 0.5)) on the [0, 1] image (SynthSeg)
 
+    # --- domain randomisation (SynthSeg); all off by default, on in the release recipe ---------
+    # Share of samples whose labels get fully random means U(random_mean) instead of T2 priors.
+    p_random_contrast: float = 0.0
+    random_mean: Range = (0.0, 1.0)
+    # Isotropic head-size factor on top of ``scaling`` (young children's heads: about 0.8).
+    global_scale: Range = (1.0, 1.0)
+    # Share of samples acquired as ONE stack at a random resolution U(generic_mm) in-plane and
+    # across slices, along a random axis (instead of the Hyperfine stacks above).
+    p_generic_acquisition: float = 0.0
+    generic_mm: Range = (1.0, 3.0)
+
     # labels -> tissue classes (override to add labels)
     tissue_of_label: dict[int, str] = field(default_factory=lambda: dict(TISSUE_OF_LABEL))
 
     def __post_init__(self) -> None:
-        for name in ("p_flip", "p_three_stacks", "p_zero_background"):
+        for name in (
+            "p_flip",
+            "p_three_stacks",
+            "p_zero_background",
+            "p_random_contrast",
+            "p_generic_acquisition",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")

@@ -104,6 +104,8 @@ class SyntheticGenerator:
         """3x3 matrix mapping output offsets (mm) to source offsets (mm)."""
         cfg = self.config
         scale = _uniform(g, 1 - cfg.scaling, 1 + cfg.scaling, 3).numpy()
+        if cfg.global_scale[0] != cfg.global_scale[1] or cfg.global_scale[0] != 1.0:
+            scale = scale * _uniform(g, *cfg.global_scale)  # (drawn only when on: same stream)
         angles = _uniform(g, -cfg.rotation_deg, cfg.rotation_deg, 3).numpy()
         shear = np.eye(3)
         shear[np.triu_indices(3, 1)] = _uniform(g, -cfg.shear, cfg.shear, 3).numpy()
@@ -182,6 +184,8 @@ class SyntheticGenerator:
         for i, lab in enumerate(lmap.labels):
             kind = cfg.tissue_of_label.get(lab)
             means[i] = tissue[kind] * jitter[i] if kind in tissue else other[i]
+        if cfg.p_random_contrast > 0 and _uniform(g, 0.0, 1.0) < cfg.p_random_contrast:
+            means = _uniform(g, *cfg.random_mean, n)  # SynthSeg: any contrast at all
         bg = lmap.labels.index(0) if 0 in lmap.labels else None
         if bg is not None:
             means[bg] = _uniform(g, *cfg.background_mean)
@@ -207,6 +211,10 @@ class SyntheticGenerator:
         slice_mm = _uniform(g, *cfg.slice_mm)
         thickness = slice_mm * _uniform(g, *cfg.slice_thickness_frac)
         three = _uniform(g, 0.0, 1.0) < cfg.p_three_stacks
+        if cfg.p_generic_acquisition > 0 and _uniform(g, 0.0, 1.0) < cfg.p_generic_acquisition:
+            inplane, slice_mm = _uniform(g, *cfg.generic_mm), _uniform(g, *cfg.generic_mm)
+            thickness = slice_mm * _uniform(g, *cfg.slice_thickness_frac)
+            three = False
         axes = [0, 1, 2] if three else [int(torch.randint(3, (1,), generator=g))]
         snr = _uniform(g, *cfg.snr_range) if cfg.snr_range else None
         stacks = []

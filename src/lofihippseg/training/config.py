@@ -66,6 +66,8 @@ class TrainConfig:
         init1, init2, init_critic: checkpoints to start from (ours, or released plain state
             dicts); ``init1`` alone initialises both VNets.
         out_dir: parent folder of run folders; name: run folder name (default: time stamp).
+        plan: what ``train``'s planner chose and why (``training.plan``); empty when the
+            settings were not planned (``--config`` or ``--no-plan``).
     """
 
     data: tuple[str, ...] = ()
@@ -104,6 +106,7 @@ class TrainConfig:
     init_critic: str | None = None
     out_dir: str = "runs"
     name: str | None = None
+    plan: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         from lofihippseg.errors import LoFiError
@@ -114,6 +117,8 @@ class TrainConfig:
             raise LoFiError(f"unknown lr_schedule {self.lr_schedule!r}; expected {LR_SCHEDULES}")
         if len(self.patch_size) != 3 or any(int(p) % 16 or int(p) <= 0 for p in self.patch_size):
             raise LoFiError(f"patch size {self.patch_size} must be three positive multiples of 16")
+        if not 0.0 <= self.lr < float("inf"):  # also refuses NaN
+            raise LoFiError(f"learning rate must be a finite number >= 0, got {self.lr}")
         if self.batch_size < 1 or self.iterations < 1 or self.val_every < 1:
             raise LoFiError("batch size, iterations and val_every must be >= 1")
         if not 0.0 <= self.synthetic_fraction <= 1.0 or not 0.0 <= self.foreground_fraction <= 1.0:

@@ -19,7 +19,9 @@ from tqdm import tqdm
 
 from lofihippseg.config import load_settings, save_json, to_dict
 from lofihippseg.errors import LoFiError
+from lofihippseg.io.atomic import atomic_path, remove_stale_temps
 from lofihippseg.io.datasets import split_dataset
+from lofihippseg.io.paths import ensure_writable_dir, safe_output_path
 from lofihippseg.models.registry import build_critic, build_vnet, load_weights
 from lofihippseg.training import distributed as D
 from lofihippseg.training.checkpoint import (
@@ -90,7 +92,14 @@ def _run_dir(config: TrainConfig, ctx: D.DistContext) -> Path:
         names = [name]
         torch.distributed.broadcast_object_list(names, src=0)
         name = names[0]
-    run = Path(config.out_dir) / name
+    if name in (".", "..") or Path(name).name != name or "\\" in name:
+        raise LoFiError(
+            f"--name {name!r}: give a plain folder name; runs are written inside --out "
+            f"{config.out_dir}"
+        )
+    run = safe_output_path(config.out_dir, name)
+    if ctx.is_main:
+        ensure_writable_dir(config.out_dir)
     if ctx.is_main and (run / "checkpoints" / "last.pt").exists():
         raise LoFiError(f"{run}: a run already exists there; use --resume {run} or another --name")
     return run
@@ -197,9 +206,14 @@ def train(
 
 
 def _train(config: TrainConfig, ctx: D.DistContext, resume, stop_at) -> Path:
+    from lofihippseg.training.plan import check_fits, device_budget
+
+    check_fits(config, device_budget(str(ctx.device)))  # a clear error, not an OOM kill
     run = Path(resume) if resume is not None else _run_dir(config, ctx)
     ckpt_dir = run / "checkpoints"
     if ctx.is_main:
+        remove_stale_temps([ckpt_dir / "last.pt", ckpt_dir / "best.pt", run / "config.json"])
+    if ctx.is_main and resume is None:
         save_json(config, run / "config.json")  # before anything can fail
     handler = _log_to(run) if ctx.is_main else None
     try:
@@ -213,6 +227,9 @@ def _train(config: TrainConfig, ctx: D.DistContext, resume, stop_at) -> Path:
             start, best = int(ckpt["iteration"]), float(ckpt["best_dice"])
             set_rng_state(ckpt["rng"], ctx.device)
             log.info("resumed %s at iteration %d", run, start)
+            if ctx.is_main:  # only now: a resume that fails leaves config.json as it was
+                _trim_metrics(run / "metrics.csv", start)
+                save_json(config, run / "config.json")
         else:
             torch.manual_seed(config.seed)
         stop = min(stop_at or config.iterations, config.iterations)
@@ -260,7 +277,11 @@ def _loop(config, ctx, state, loader, val_cases, run, start, stop, best) -> None
     for batch in loader:
         try:
             scale = config.loss.mutual_scale(it, config.iterations)
-            out = train_step(state, batch, config.loss, ctx, config.amp, config.single_view, scale)
+            sampler = torch.Generator(device=ctx.device)  # critic's voxel samples
+            sampler.manual_seed(config.seed * 1_000_003 + it * 8191 + ctx.rank)
+            out = train_step(
+                state, batch, config.loss, ctx, config.amp, config.single_view, scale, sampler
+            )
         except NonFiniteLoss as exc:
             msg = (
                 f"training stopped at iteration {it + 1}: {exc}; the last good checkpoint is "
@@ -321,6 +342,31 @@ def _loop(config, ctx, state, loader, val_cases, run, start, stop, best) -> None
         D.barrier(ctx)
     bar.close()
     log.info("stopped at iteration %d; best fused validation Dice %.3f", it, best)
+
+
+def _trim_metrics(path: Path, iteration: int) -> None:
+    """Drop ``metrics.csv`` rows after ``iteration``: written just before a kill, before their
+    checkpoint was saved, they would be written again (a duplicate row) after the resume."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = reader.fieldnames or METRIC_FIELDS, list(reader)
+
+    def at(row: dict) -> float:
+        try:
+            return float(row.get("iteration") or 0)
+        except ValueError:
+            return 0.0
+
+    kept = [r for r in rows if at(r) <= iteration]
+    if len(kept) == len(rows):
+        return
+    log.info("metrics.csv: dropped %d row(s) after iteration %d", len(rows) - len(kept), iteration)
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept)
 
 
 def _append_csv(path: Path, row: dict) -> None:

@@ -15,6 +15,12 @@ import torch
 from torch import nn
 
 from lofihippseg.errors import LoFiError
+from lofihippseg.training.critic_sampling import (
+    critic_on_points,
+    gate_logits,
+    random_index,
+    sample_voxels,
+)
 from lofihippseg.training.distributed import DistContext, any_true, average_gradients, sum_reducer
 from lofihippseg.training.losses import (
     LossConfig,
@@ -67,6 +73,31 @@ def _set_requires_grad(module: nn.Module, flag: bool) -> None:
         p.requires_grad_(flag)
 
 
+def _critic_logits(
+    critic: nn.Module, probs: torch.Tensor, fraction: float, gen: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Critic logits and matching probabilities: every voxel, or a uniform sample of them.
+
+    Returns ``(logits, probs)`` with equal shapes: (B, C, ...) when ``fraction`` is 1, else
+    (N, C) rows of sampled voxels. Per-voxel losses averaged over either are the same in
+    expectation (``training.critic_sampling``).
+    """
+    if fraction >= 1.0:
+        return critic(probs), probs
+    points = sample_voxels(probs, random_index(probs, fraction, gen))
+    return critic_on_points(critic, points), points
+
+
+def _gate(
+    critic: nn.Module, probs: torch.Tensor, fraction: float, gen: torch.Generator | None = None
+) -> torch.Tensor:
+    """The critic's logits on ``probs`` at every voxel, for the mutual loss's gate (no grad)."""
+    with torch.no_grad():
+        if fraction >= 1.0:
+            return critic(probs.detach())
+        return gate_logits(critic, probs.detach(), random_index(probs, fraction, gen))
+
+
 def _network_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -77,20 +108,21 @@ def _network_loss(
     terms: dict,
     tag: str,
     mutual_scale: float = 1.0,
+    gen: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Loss of one network; adds its terms (as tensors) to ``terms``."""
     loss = supervised_loss(logits, target, cfg, reduce)
     terms[f"sup{tag}"] = loss.detach()
     if cfg.use_mutual and other_probs is not None:
-        gate = None
-        if critic is not None:
-            with torch.no_grad():
-                gate = critic(other_probs.detach())
+        gate = None if critic is None else _gate(critic, other_probs, cfg.critic_fraction, gen)
         mutual = mutual_loss(logits, other_probs, gate, cfg.gate_threshold, gated=cfg.use_gate)
         terms[f"mutual{tag}"] = mutual.detach()
         loss = loss + cfg.mutual_weight * mutual_scale * mutual
     if cfg.use_adversarial and critic is not None:
-        adv = generator_adversarial_loss(critic(torch.sigmoid(logits.float())))
+        critic_logits, _ = _critic_logits(
+            critic, torch.sigmoid(logits.float()), cfg.critic_fraction, gen
+        )
+        adv = generator_adversarial_loss(critic_logits)
         terms[f"adv{tag}"] = adv.detach()
         loss = loss + cfg.adversarial_weight * adv
     return loss
@@ -104,6 +136,7 @@ def train_step(
     amp: bool = False,
     single_view: bool = False,
     mutual_scale: float = 1.0,
+    generator: torch.Generator | None = None,
 ) -> dict[str, float]:
     """Run one iteration on this process's part of the global batch.
 
@@ -115,6 +148,8 @@ def train_step(
         amp: fp16 autocast + loss scaling (CUDA only).
         single_view: train network 1 only.
         mutual_scale: ramp-up factor of the mutual weight (see ``LossConfig.mutual_scale``).
+        generator: draws the critic's voxel samples (on the training device); the loop seeds
+            one per iteration so that resumed runs repeat them.
 
     Returns:
         The losses (floats) and the learning rate.
@@ -138,10 +173,12 @@ def train_step(
         logits2 = None if single_view else state.vnet2(view2)
         p1 = torch.sigmoid(logits1.float())
         p2 = None if logits2 is None else torch.sigmoid(logits2.float())
-        total = _network_loss(logits1, target, p2, critic, cfg, reduce, terms, "1", mutual_scale)
+        total = _network_loss(
+            logits1, target, p2, critic, cfg, reduce, terms, "1", mutual_scale, generator
+        )
         if logits2 is not None:
             total = total + _network_loss(
-                logits2, target, p1, critic, cfg, reduce, terms, "2", mutual_scale
+                logits2, target, p1, critic, cfg, reduce, terms, "2", mutual_scale, generator
             )
     if any_true(not bool(torch.isfinite(total)), ctx):
         raise NonFiniteLoss(f"loss is {float(total.detach())}")
@@ -158,7 +195,9 @@ def train_step(
         state.opt_critic.zero_grad(set_to_none=True)
         fake = p1.detach() if p2 is None else torch.cat([p1.detach(), p2.detach()])
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            loss_c = critic_loss(state.critic(target), state.critic(fake))
+            real_logits, _ = _critic_logits(state.critic, target, cfg.critic_fraction, generator)
+            fake_logits, _ = _critic_logits(state.critic, fake, cfg.critic_fraction, generator)
+            loss_c = critic_loss(real_logits, fake_logits)
         terms["critic"] = loss_c.detach()
         state.scaler.scale(loss_c).backward()
         state.scaler.unscale_(state.opt_critic)

@@ -1,0 +1,171 @@
+"""The BIDS App: ``lofihippseg bids BIDS_DIR OUTPUT_DIR participant|group``.
+
+Participant level: find the selected anatomical images, take this shard's participants, and
+segment them with the same :func:`lofihippseg.inference.api.predict` as ``lofihippseg predict``
+(finished images are skipped, a failing image is recorded and the rest go on), writing BIDS
+derivatives (:mod:`lofihippseg.bids.derivatives`) and each participant's volumes TSV.
+
+Group level: gather every participant's results (from the sidecars and failure records, so the
+outputs of shards run on different machines merge) into ``group_volumes.tsv`` and the cohort
+report ``report.html``. It runs no model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lofihippseg import __version__
+from lofihippseg.bids.dataset import find_images, normalise_labels, read_description
+from lofihippseg.bids.derivatives import (
+    TABLE_COLUMNS,
+    BidsLayout,
+    dataset_description,
+    derivative_subjects,
+    model_identity,
+    subject_rows,
+    write_dataset_files,
+    write_subject_table,
+    write_tsv,
+)
+from lofihippseg.config import to_dict
+from lofihippseg.errors import LoFiError
+from lofihippseg.inference.api import BatchReport, PredictSettings, predict
+from lofihippseg.inference.model_loading import LoadedModel, load_model
+from lofihippseg.sharding import take_shard
+
+GROUP_TABLE = "group_volumes.tsv"
+REPORT_NAME = "report.html"
+
+
+def model_fingerprint(model: LoadedModel) -> str:
+    """SHA-256 of both networks' weights (names, shapes, values), independent of file paths."""
+    digest = hashlib.sha256()
+    for net in (model.vnet1, model.vnet2):
+        for name, tensor in sorted(net.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class ParticipantRun:
+    """What a participant-level run did."""
+
+    subjects: list[str]
+    report: BatchReport
+
+    @property
+    def failed_subjects(self) -> list[str]:
+        """Participants with at least one failed image."""
+        layout_failed = {r.case.split("_", 1)[0][4:] for r in self.report.failed}
+        return sorted(s for s in self.subjects if s in layout_failed)
+
+
+def run_participant(
+    bids_dir: str | Path,
+    out_dir: str | Path,
+    model: LoadedModel | str | Path | None = None,
+    settings: PredictSettings | None = None,
+    participant_labels: Sequence[str] | None = None,
+    session_labels: Sequence[str] | None = None,
+    suffixes: Sequence[str] = ("T2w",),
+    acquisitions: Sequence[str] | None = None,
+    progress: bool = True,
+) -> ParticipantRun:
+    """Segment the selected participants of a BIDS dataset into BIDS derivatives.
+
+    Args:
+        bids_dir: the input BIDS dataset.
+        out_dir: the derivatives folder (created).
+        model: a loaded model, a run folder / bundle file, or None for the packaged default.
+        settings: predict settings; ``settings.shard`` splits the sorted participant list
+            (a participant's sessions stay together); uncertainty maps and LISA names are off.
+        participant_labels: participants to do (``01`` or ``sub-01``); None = all.
+        session_labels: sessions to do; None = all.
+        suffixes: image suffixes in order of preference (e.g. ``("T2w", "T1w")``).
+        acquisitions: only these ``acq-`` labels; None = any.
+        progress: show a progress bar.
+
+    Returns:
+        The participants of this shard and predict's report.
+
+    Raises:
+        LoFiError: bad dataset or labels, no image found, or an output folder made by
+            another model.
+
+    Example:
+        >>> run = run_participant("bids/", "bids/derivatives/lofihippseg", None)  # doctest: +SKIP
+    """
+    bids_dir, out_dir = Path(bids_dir), Path(out_dir)
+    settings = settings or PredictSettings()
+    images = find_images(bids_dir, participant_labels, session_labels, suffixes, acquisitions)
+    subjects = take_shard(sorted({im.subject for im in images}), settings.shard)
+    images = [im for im in images if im.subject in subjects]
+    if not isinstance(model, LoadedModel):
+        model = load_model(model)
+    identity = model_identity(model.source, to_dict(model.spec), model_fingerprint(model))
+    description = dataset_description(bids_dir, read_description(bids_dir), __version__, identity)
+    write_dataset_files(out_dir, description, settings.overwrite)
+    if not images:  # this shard has no participant (more shards than participants)
+        return ParticipantRun([], BatchReport(out_dir, [], None))
+    settings = dataclasses.replace(settings, shard=None, save_uncertainty=False, lisa_names=False)
+    report = predict(
+        [im.path for im in images], out_dir, model, settings, progress, layout=BidsLayout(images)
+    )
+    for subject in subjects:
+        write_subject_table(out_dir, subject)
+    return ParticipantRun(subjects, report)
+
+
+@dataclass
+class GroupRun:
+    """What a group-level run wrote."""
+
+    subjects: list[str]
+    table: Path
+    report: Path | None
+    n_failed: int
+
+
+def run_group(
+    out_dir: str | Path,
+    participant_labels: Sequence[str] | None = None,
+    report: bool = True,
+) -> GroupRun:
+    """Gather every participant's results into ``group_volumes.tsv`` and the cohort report.
+
+    Reads only what the participant runs wrote, so it merges shards and can be rerun.
+
+    Raises:
+        LoFiError: the folder holds no lofihippseg derivatives (or none of the participants).
+
+    Example:
+        >>> run_group("bids/derivatives/lofihippseg")  # doctest: +SKIP
+    """
+    out_dir = Path(out_dir)
+    if not (out_dir / "dataset_description.json").is_file():
+        raise LoFiError(
+            f"{out_dir}: no lofihippseg derivatives here (run the participant level first)"
+        )
+    subjects = derivative_subjects(out_dir)
+    wanted = normalise_labels(participant_labels, "sub")
+    if wanted is not None:
+        subjects = [s for s in subjects if s in wanted]
+    if not subjects:
+        raise LoFiError(f"{out_dir}: no participant results found (run the participant level)")
+    rows = []
+    for subject in subjects:
+        write_subject_table(out_dir, subject)
+        rows.extend(subject_rows(out_dir, subject))
+    table = write_tsv(out_dir / GROUP_TABLE, rows, TABLE_COLUMNS)
+    html = None
+    if report:
+        from lofihippseg.reporting.cohort_report import write_report
+
+        html = write_report(out_dir, out_dir / REPORT_NAME)
+    return GroupRun(subjects, table, html, sum(r["status"] == "failed" for r in rows))

@@ -1,0 +1,175 @@
+"""The cohort QC report: one self-contained HTML file from a finished output folder.
+
+``write_report(out_dir)`` reads what predict wrote (``cohort.collect_cohort``)
+and renders ``templates/report.html.j2`` with jinja2. Everything it shows is embedded (figures
+and QC thumbnails as base64 images, styles and the small table-sorting script inline), so it
+opens offline anywhere; each thumbnail links to the full-size QC picture by its path relative
+to the report, which works while the report stays in its output folder.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from lofihippseg import __version__
+from lofihippseg.io.atomic import atomic_path
+from lofihippseg.reporting.cohort import (
+    METRICS,
+    MIN_CASES_FOR_Z,
+    MIN_VIEW_DICE,
+    Z_LIMIT,
+    Cohort,
+    CohortCase,
+    collect_cohort,
+)
+from lofihippseg.reporting.figures import cohort_figures, data_uri, thumbnail_jpeg
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATE = "report.html.j2"
+PAPER = "https://arxiv.org/abs/2410.17502"
+
+
+def _environment():
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _case_view(case: CohortCase, report_dir: Path, thumbnails: bool) -> dict[str, Any]:
+    thumb = thumbnail_jpeg(case.qc) if thumbnails and not case.failed else None
+    link = None
+    if case.qc is not None:
+        link = quote(Path(os.path.relpath(case.qc, report_dir)).as_posix())
+    return {
+        "case": case.case,
+        "subject": case.subject,
+        "session": case.session,
+        "status": case.status,
+        "failed": case.failed,
+        "flagged": case.flagged,
+        "flags": case.flags,
+        "error": case.error,
+        "values": {k: _fmt(case.values.get(k)) for k in METRICS},
+        "thumb": data_uri(thumb, "image/jpeg") if thumb else None,
+        "link": link,
+    }
+
+
+def _model_line(cohort: Cohort) -> tuple[str, str]:
+    if not cohort.models:
+        return "unknown", "unknown"
+    (source, recipe), _ = cohort.models.most_common(1)[0]
+    name = Path(source).name if source not in ("?", "test") else source
+    return name, recipe
+
+
+def methods_text(cohort: Cohort, z_limit: float, min_view_dice: float) -> str:
+    """A methods paragraph for a paper (plain text)."""
+    model, recipe = _model_line(cohort)
+    version = cohort.versions.most_common(1)[0][0] if cohort.versions else __version__
+    settings = cohort.settings[0][0] if cohort.settings else {}
+    fusion = settings.get("fusion", "mean")
+    tta = " with test-time flip augmentation" if settings.get("tta") else ""
+    n, n_failed = len(cohort.cases), len(cohort.failures)
+    return (
+        f"Left and right hippocampi were segmented automatically in {n} images with "
+        f"lofihippseg {version}, an implementation of the LoFiHippSeg dual-view method "
+        f"(two V-Nets, one seeing the image and one a frequency-masked view of it, trained to "
+        f"teach each other under a critic; arXiv 2410.17502), using the model {model} "
+        f"(recipe '{recipe}'; the two views' probabilities fused by {fusion}{tta}). Images were "
+        "segmented on their own voxel grid, and volumes were computed as the number of labelled "
+        "voxels times the voxel volume. The Dice overlap of the two networks' segmentations "
+        "(view agreement) was recorded for each image as a quality indicator. All "
+        f"segmentations were inspected visually; cases were flagged for review when the left or "
+        f"right volume or the asymmetry index lay more than {z_limit:g} robust standard "
+        f"deviations from the cohort median (|x - median| / (1.4826 x MAD) > {z_limit:g}) or the "
+        f"view agreement was below {min_view_dice:g}. {n_failed} image(s) could not be "
+        "processed."
+    )
+
+
+def render_report(
+    cohort: Cohort,
+    report_path: Path,
+    title: str | None = None,
+    thumbnails: bool = True,
+) -> str:
+    """The report's HTML for a collected cohort."""
+    report_dir = report_path.resolve().parent
+    cases = [_case_view(c, report_dir, thumbnails) for c in cohort.cases]
+    grid = sorted(
+        (c for c in cases if not c["failed"]), key=lambda c: (not c["flagged"], c["case"])
+    )
+    figures = {
+        k: data_uri(v, "image/png") for k, v in cohort_figures(cohort.cases, MIN_VIEW_DICE).items()
+    }
+    model, recipe = _model_line(cohort)
+    context = {
+        "title": title or f"lofihippseg cohort report: {cohort.root.resolve().name}",
+        "generated": _dt.datetime.now().isoformat(timespec="seconds"),
+        "root": str(cohort.root.resolve()),
+        "tool_version": __version__,
+        "versions": cohort.versions.most_common(),
+        "models": [(s, r, n) for (s, r), n in cohort.models.most_common()],
+        "model": model,
+        "recipe": recipe,
+        "settings": cohort.settings,
+        "n_cases": len(cohort.cases),
+        "n_done": len(cohort.done),
+        "n_failed": len(cohort.failures),
+        "n_flagged": sum(c["flagged"] for c in cases),
+        "failures": [c for c in cases if c["failed"]],
+        "flagged": [c for c in cases if c["flagged"]],
+        "cases": cases,
+        "grid": grid,
+        "figures": figures,
+        "z_limit": Z_LIMIT,
+        "min_view_dice": MIN_VIEW_DICE,
+        "min_cases_for_z": MIN_CASES_FOR_Z,
+        "methods": methods_text(cohort, Z_LIMIT, MIN_VIEW_DICE),
+        "paper": PAPER,
+    }
+    return _environment().get_template(TEMPLATE).render(**context)
+
+
+def write_report(
+    out_dir: str | Path,
+    path: str | Path | None = None,
+    title: str | None = None,
+    thumbnails: bool = True,
+) -> Path:
+    """Write the cohort report of a finished output folder, atomically.
+
+    Args:
+        out_dir: a ``predict -o`` folder or a BIDS derivatives folder.
+        path: the HTML file (default ``out_dir/report.html``).
+        title: page title.
+        thumbnails: embed a QC thumbnail per case.
+
+    Returns:
+        The HTML path.
+
+    Example:
+        >>> write_report("out/")  # doctest: +SKIP
+        PosixPath('out/report.html')
+    """
+    out_dir = Path(out_dir)
+    path = Path(path) if path is not None else out_dir / "report.html"
+    html = render_report(collect_cohort(out_dir), path, title, thumbnails)
+    with atomic_path(path, ".html") as tmp:
+        tmp.write_text(html, encoding="utf-8")
+    return path

@@ -1,0 +1,148 @@
+"""One quality status per segmented case, so a cohort table can be sorted by it.
+
+A case is given the first status of this list whose rule it meets (the order is by severity);
+``flags`` keeps every rule met, ``reason`` says why in words:
+
+- ``implausible_input``: the scan cannot be a usable head scan for this tool: a field of view
+  under 60 mm or over 320 mm along an axis, a voxel side over 5 mm, or voxels more than 4 times
+  longer along one axis than along another (e.g. 1 x 1 x 7 mm).
+- ``empty``: the left or the right hippocampus (or both) was not found.
+- ``implausible_volume``: a side's volume is outside 0.5-8.0 mL. Adult hippocampi measure about
+  2.5-5 mL each, a term newborn's about 1 mL, so this range holds from infancy on.
+- ``low_agreement``: the two views' segmentations agree with a Dice below 0.5 (look at it).
+- ``ok``: none of these.
+
+A case that could not be segmented at all is ``failed`` (written by ``predict``, not here).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+OK = "ok"
+EMPTY = "empty"
+IMPLAUSIBLE_VOLUME = "implausible_volume"
+LOW_AGREEMENT = "low_agreement"
+IMPLAUSIBLE_INPUT = "implausible_input"
+FAILED = "failed"
+# most severe first: the status of a case is the first one whose rule it meets
+SEVERITY = (IMPLAUSIBLE_INPUT, EMPTY, IMPLAUSIBLE_VOLUME, LOW_AGREEMENT)
+STATUSES = (OK, *SEVERITY, FAILED)
+
+
+@dataclass(frozen=True)
+class StatusRules:
+    """The thresholds of :func:`case_status` (README, "Quality status").
+
+    Attributes:
+        min_fov_mm: smallest field of view along any axis (both hippocampi must fit).
+        max_fov_mm: largest field of view along any axis (larger is not a head scan).
+        max_voxel_mm: largest voxel side.
+        max_anisotropy: largest ratio of the longest to the shortest voxel side.
+        min_side_ml: smallest plausible volume of one hippocampus.
+        max_side_ml: largest plausible volume of one hippocampus.
+        min_view_dice: view-agreement Dice below this is ``low_agreement``.
+    """
+
+    min_fov_mm: float = 60.0
+    max_fov_mm: float = 320.0
+    max_voxel_mm: float = 5.0
+    max_anisotropy: float = 4.0
+    min_side_ml: float = 0.5
+    max_side_ml: float = 8.0
+    min_view_dice: float = 0.5
+
+
+@dataclass(frozen=True)
+class CaseStatus:
+    """The status of one case, every flag raised, and the reasons in words."""
+
+    status: str
+    flags: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def reason(self) -> str:
+        """The reasons as one line (empty when ``ok``)."""
+        return "; ".join(self.reasons)
+
+
+def input_problems(
+    shape: Sequence[int], spacing: Sequence[float], rules: StatusRules = StatusRules()
+) -> list[str]:
+    """Why a scan's geometry is implausible for this tool (empty list when it is fine).
+
+    Example:
+        >>> input_problems((5, 5, 5), (1.0, 1.0, 1.0))
+        ['field of view 5 x 5 x 5 mm is under 60 mm along an axis']
+        >>> input_problems((192, 192, 30), (1.0, 1.0, 7.0))
+        ['voxels 1 x 1 x 7 mm are over 5 mm along an axis', 'voxels are 7.0 times longer along one axis than another (over 4)']
+    """  # noqa: E501
+    spacing = [float(s) for s in spacing]
+    fov = [n * s for n, s in zip(shape, spacing, strict=True)]
+    fov_text = " x ".join(f"{v:.0f}" for v in fov)
+    vox_text = " x ".join(f"{v:.3g}" for v in spacing)
+    problems = []
+    if min(fov) < rules.min_fov_mm:
+        problems.append(
+            f"field of view {fov_text} mm is under {rules.min_fov_mm:.0f} mm along an axis"
+        )
+    if max(fov) > rules.max_fov_mm:
+        problems.append(
+            f"field of view {fov_text} mm is over {rules.max_fov_mm:.0f} mm along an axis "
+            "(not a head scan?)"
+        )
+    if max(spacing) > rules.max_voxel_mm:
+        problems.append(f"voxels {vox_text} mm are over {rules.max_voxel_mm:g} mm along an axis")
+    ratio = max(spacing) / min(spacing) if min(spacing) > 0 else math.inf
+    if ratio > rules.max_anisotropy:
+        problems.append(
+            f"voxels are {ratio:.1f} times longer along one axis than another "
+            f"(over {rules.max_anisotropy:g})"
+        )
+    return problems
+
+
+def case_status(
+    left_ml: float,
+    right_ml: float,
+    view_dice: float | None,
+    shape: Sequence[int],
+    spacing: Sequence[float],
+    rules: StatusRules = StatusRules(),
+) -> CaseStatus:
+    """The quality status of one segmented case (rules in the module docstring).
+
+    Args:
+        left_ml: left hippocampus volume (mL).
+        right_ml: right hippocampus volume (mL).
+        view_dice: Dice agreement of the two views; None or NaN when both found nothing.
+        shape: the scan's voxel grid.
+        spacing: the scan's voxel sizes (mm).
+        rules: the thresholds.
+
+    Example:
+        >>> case_status(3.1, 3.3, 0.8, (160, 192, 176), (1.0, 1.0, 1.0)).status
+        'ok'
+        >>> s = case_status(0.0, 3.3, 0.7, (160, 192, 176), (1.0, 1.0, 1.0))
+        >>> s.status, s.reason
+        ('empty', 'left hippocampus not found')
+    """
+    found: dict[str, list[str]] = {name: [] for name in SEVERITY}
+    found[IMPLAUSIBLE_INPUT] = input_problems(shape, spacing, rules)
+    for side, ml in (("left", left_ml), ("right", right_ml)):
+        if ml <= 0:
+            found[EMPTY].append(f"{side} hippocampus not found")
+        elif not rules.min_side_ml <= ml <= rules.max_side_ml:
+            found[IMPLAUSIBLE_VOLUME].append(
+                f"{side} volume {ml:.3g} mL outside {rules.min_side_ml:g}-{rules.max_side_ml:g} mL"
+            )
+    if view_dice is not None and not math.isnan(view_dice) and view_dice < rules.min_view_dice:
+        found[LOW_AGREEMENT].append(
+            f"view agreement Dice {view_dice:.2f} below {rules.min_view_dice:g}"
+        )
+    flags = tuple(name for name in SEVERITY if found[name])
+    reasons = tuple(r for name in SEVERITY for r in found[name])
+    return CaseStatus(flags[0] if flags else OK, flags, reasons)

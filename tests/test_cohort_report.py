@@ -1,0 +1,118 @@
+"""The cohort QC report: what it reads, the outlier rule, a self-contained page, the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+from cohort_helpers import fake_model, make_flat_cohort, settings
+
+from lofihippseg.cli import main
+from lofihippseg.inference import model_loading
+from lofihippseg.inference.api import predict
+from lofihippseg.reporting.cohort import CohortCase, collect_cohort, flag_outliers, robust_z
+from lofihippseg.reporting.cohort_report import write_report
+
+
+@pytest.fixture(scope="module")
+def cohort_dir(tmp_path_factory):
+    """10 segmented cases (case09 with much bigger hippocampi) and one broken file."""
+    root = tmp_path_factory.mktemp("cohort")
+    make_flat_cohort(root / "in", 10)
+    (root / "in" / "broken.nii.gz").write_bytes(b"\x1f\x8b not an image")
+    predict(root / "in", root / "out", fake_model(), settings(), progress=False)
+    return root / "out"
+
+
+def test_robust_z_and_outlier_rule():
+    z = robust_z(np.array([2.0, 2.1, 2.2, 2.3, 2.4, 9.0]))
+    assert abs(z[-1]) > 3 and np.all(np.abs(z[:-1]) < 3)
+    assert np.all(robust_z(np.ones(6)) == 0)
+    cases = [
+        CohortCase(f"c{i}", values={"left_ml": 3 + 0.1 * i, "view_dice": 0.9}) for i in range(6)
+    ]
+    cases += [
+        CohortCase("low", values={"left_ml": 3.2, "view_dice": 0.3}),
+        CohortCase("empty", status="empty", values={"left_ml": 3.1, "view_dice": 0.9}),
+        CohortCase("broken", status="failed", error="bad"),
+    ]
+    flagged = {c.case: c.flags for c in flag_outliers(cases)}
+    assert set(flagged) == {"low", "empty"}
+    assert "view agreement 0.30 < 0.5" in flagged["low"]
+    assert flagged["empty"] == ["predict status empty"]
+    few = [CohortCase(f"c{i}", values={"left_ml": v}) for i, v in enumerate((3, 3, 30))]
+    assert flag_outliers(few) == []  # robust z needs at least 5 cases
+
+
+def test_collect_reads_sidecars_failures_and_status(cohort_dir):
+    cohort = collect_cohort(cohort_dir)
+    assert len(cohort.cases) == 11 and len(cohort.done) == 10
+    [failure] = cohort.failures
+    assert failure.case == "broken" and "broken.nii.gz" in failure.error
+    assert "\n" not in failure.error
+    by_case = {c.case: c for c in cohort.cases}
+    assert {c.case for c in cohort.cases if c.flagged} == {"case09"}
+    assert any("left volume robust z" in f for f in by_case["case09"].flags)
+    assert all(c.qc is not None and c.qc.is_file() for c in cohort.done)
+    assert cohort.models.most_common(1)[0][0] == ("fake-bright-blobs", "paper")
+    # the report copes with sidecars written before predict had a status field
+    sidecar = cohort_dir / "case00_hipp.json"
+    data = json.loads(sidecar.read_text())
+    data.pop("status", None)
+    data["volumes"].pop("status", None)
+    old = cohort_dir.parent / "old"
+    shutil.copytree(cohort_dir, old)
+    (old / "case00_hipp.json").write_text(json.dumps(data))
+    assert {c.case: c.status for c in collect_cohort(old).cases}["case00"] == "ok"
+
+
+def test_report_is_self_contained_and_complete(cohort_dir, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(cohort_dir, moved)  # rebuilt from a folder moved elsewhere, no model run
+    path = write_report(moved)
+    html = path.read_text()
+    assert path == moved / "report.html"
+    # nothing loaded from the network; every picture embedded
+    assert not re.search(r"""<(?:script|img|link|iframe)[^>]+(?:src|href)=["']https?:""", html)
+    assert "<link" not in html and "@import" not in html
+    thumbs = re.findall(r'<img src="data:image/jpeg;base64,', html)
+    figures = re.findall(r'<img id="fig-\w+" src="data:image/png;base64,', html)
+    assert len(thumbs) == 10 and len(figures) == 3
+    # thumbnails link to the full pictures beside the report
+    assert 'href="case09_qc.png"' in html
+    assert "broken" in html and "broken.nii.gz" in html  # the failure and its error
+    assert html.index('id="tile-case09"') < html.index('id="tile-case00"')  # flagged first
+    table = html[html.index('<table id="cases">') :]
+    assert len(re.findall(r"<tr class=", table)) == 11
+    for text in ("lofihippseg 0", "fake-bright-blobs", "robust z", "Methods", "fusion="):
+        assert text in html
+    methods = re.search(r'<blockquote id="methods-text">(.*?)</blockquote>', html, re.S).group(1)
+    assert "11 images" in methods and "1 image(s) could not be processed" in methods
+
+
+def test_predict_report_flag_and_report_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(model_loading, "load_model", lambda *a, **k: fake_model())
+    make_flat_cohort(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    main(
+        [
+            "predict",
+            str(tmp_path / "in"),
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+            "--roi",
+            "off",
+            "--quiet",
+            "--report",
+        ]
+    )
+    assert (out / "report.html").is_file()
+    (out / "report.html").unlink()
+    main(["report", str(out), "-o", str(tmp_path / "r.html"), "--title", "My cohort"])
+    html = (tmp_path / "r.html").read_text()
+    assert "<title>My cohort</title>" in html and 'href="out/case00_qc.png"' in html
