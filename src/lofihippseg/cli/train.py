@@ -284,6 +284,7 @@ def _planned(config, explicit: set[str], time_budget: float | None):
     lines = plan.describe().splitlines()
     if kept:
         lines.append(f"  - explicit options kept: {', '.join(kept)}")
-    click.echo(f"planned for {budget.kind} ({budget.name}, {budget.memory_gb:.0f} GB):")
+    where = budget.name if budget.kind == "cuda" else f"{budget.threads} thread(s)"
+    click.echo(f"planned for {budget.kind} ({where}, {budget.memory_gb:.0f} GB free):")
     click.echo("\n".join(lines))
     return planned.replace(plan=tuple(lines))
