@@ -242,6 +242,10 @@ def command(data, config_json, recipe, resume, **opts) -> None:
         loss["critic_fraction"] = opts["critic_fraction"]
     opts.pop("critic_fraction", None)
     plan, time_budget = opts.pop("plan"), opts.pop("time_budget")
+    if time_budget is not None and not time_budget > 0:
+        raise click.BadParameter(
+            f"{time_budget}: give a number of minutes above 0", param_hint="--time-budget"
+        )
     model = {k: opts.pop(k) for k in ("n_filters", "view_mode", "cutoff")}
     clip = opts.pop("clip")
     if clip is not None:
