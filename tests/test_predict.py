@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from cohort_helpers import BrightNet
 from conftest import shared_path, write_nifti
 from matplotlib.image import imread
 from nibabel.orientations import apply_orientation, inv_ornt_aff
@@ -35,16 +36,7 @@ class IntensityNet(torch.nn.Module):
         return torch.cat([40 * (x - 0.55), 40 * torch.minimum(x - 0.3, 0.5 - x)], dim=1)
 
 
-class HalfNet(torch.nn.Module):
-    """Bright voxels: 'left' in the array's left half (axis 0), 'right' in the other half."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bright = 40 * (x - 0.5)
-        half = x.shape[2] // 2
-        left, right = bright.clone(), bright.clone()
-        left[:, :, half:] = -40
-        right[:, :, :half] = -40
-        return torch.cat([left, right], dim=1)
+HalfNet = BrightNet  # left channel in the array's first half (axis 0), right in the other
 
 
 def fake_model(net: torch.nn.Module, recipe: str = "paper") -> LoadedModel:
