@@ -491,8 +491,12 @@ class Sweep:
         same = (run_dir / "config.json").read_bytes() == config
         self.rows.append(Row("resume:config.json kept", "train --resume", 0, "ok", same,
                              "unchanged" if same else "REWRITTEN by a failed resume"))  # fmt: skip
-        self.check("resume:--iterations 3", "train --resume",
-                   ["train", "--resume", run_dir, "--iterations", "3", "--num-workers", "0"], "ok")
+        self.check(
+            "resume:--iterations 3",
+            "train --resume",
+            ["train", "--resume", run_dir, "--iterations", "3", "--num-workers", "0"],
+            "ok",
+        )
         iterations = [r["iteration"] for r in csv.DictReader(open(run_dir / "metrics.csv"))]
         unique = len(iterations) == len(set(iterations))
         self.rows.append(Row("resume:metrics rows unique", "train --resume", 0, "ok", unique,

@@ -74,7 +74,9 @@ def run_case(predictor: Predictor, image: Path, label: Path | None) -> dict:
     seconds = time.perf_counter() - t
     row = {
         "seconds": seconds,
-        "roi": pred.info.get("roi_box") or pred.info.get("roi_fallback"),
+        "roi": pred.info.get("roi_boxes") or pred.info.get("roi_fallback"),
+        "roi_source": pred.info.get("roi_source"),
+        "roi_regrown": bool(pred.info.get("roi_regrown")),
         **side_summary(pred.labels, vol.affine, vol.voxel_volume_ml),
     }
     if label is not None:
@@ -145,10 +147,17 @@ def summarise(name: str, rows: list[dict]) -> None:
             f"(median {np.median(vals):.3f}, min {vals.min():.3f}, max {vals.max():.3f})"
         )
     roi = sum(isinstance(r["roi"], list) for r in rows)
+    by_localiser = sum(isinstance(r["roi"], list) and r["roi_source"] == "localiser" for r in rows)
     own = sum(found_on_own_side(r) for r in rows)
     ok = sum(plausible(r) for r in rows)
     print(f"[{name}] both found on their own side {own}/{len(rows)}; ROI used (no fallback) "
-          f"{roi}/{len(rows)}; plausible volumes (2 x 1.5-6 mL) {ok}/{len(rows)}")  # fmt: skip
+          f"{roi}/{len(rows)} (located by the localiser {by_localiser}); "
+          f"plausible volumes (2 x 1.5-6 mL) {ok}/{len(rows)}")  # fmt: skip
+
+
+def _roi(row: dict) -> str:
+    regrown = ", regrown" if row["roi_regrown"] else ""
+    return f"roi ({row['roi_source']}{regrown}) {row['roi']}"
 
 
 def _fmt(row: dict) -> str:
@@ -189,7 +198,7 @@ def main() -> None:
                 for image, label, desc in synthetic_cases(a.maps, a.n, a.seed, Path(tmp), which):
                     row = run_case(predictor, image, label)
                     rows.append(row)
-                    print(f"[{which}] {image.name} [{desc}]: {_fmt(row)}; roi {row['roi']}")
+                    print(f"[{which}] {image.name} [{desc}]: {_fmt(row)}; {_roi(row)}")
             summarise(which, rows)
     else:
         print(f"synthetic validation skipped (no label maps at {a.maps})")
@@ -197,10 +206,10 @@ def main() -> None:
     if EXAMPLE_SYN.is_file():
         row = run_case(predictor, EXAMPLE_SYN, EXAMPLE_SYN_LABEL)
         print(
-            f"packaged synthetic example: {_fmt(row)}; plausible {plausible(row)}; roi {row['roi']}"
+            f"packaged synthetic example: {_fmt(row)}; plausible {plausible(row)}; {_roi(row)}"
         )
     row = run_case(predictor, EXAMPLE_T1, None)
-    print(f"packaged real T1 head: {_fmt(row)}; plausible {plausible(row)}; roi {row['roi']}")
+    print(f"packaged real T1 head: {_fmt(row)}; plausible {plausible(row)}; {_roi(row)}")
 
 
 if __name__ == "__main__":

@@ -334,8 +334,10 @@ def test_predict_exit_codes_single_and_batch(tmp_path, bundle, capsys):
     bad = tmp_path / "in" / "bad.nii.gz"
     bad.write_bytes(b"not an image")
     code, _, err = run_cli(predict_args(bundle, bad, out=tmp_path / "o1"), capsys)
-    assert code == 2 and one_error_line(err) == f"error: {bad}: not a readable NIfTI/MGZ image " \
-        "(ImageFileError)"
+    assert (
+        code == 2
+        and one_error_line(err) == f"error: {bad}: not a readable NIfTI/MGZ image (ImageFileError)"
+    )
     code, _, err = run_cli(predict_args(bundle, bad, good, out=tmp_path / "o2"), capsys)
     assert code == 1 and str(bad) in one_error_line(err)
 

@@ -16,7 +16,7 @@ from lofihippseg.inference.fusion import (
     view_agreement_dice,
 )
 from lofihippseg.inference.postprocess import keep_largest_per_side, largest_component
-from lofihippseg.inference.roi import coarse_box, misses_a_side, touches_inner_face
+from lofihippseg.inference.roi import margin_voxels, misses_a_side, side_boxes, touches_inner_face
 from lofihippseg.inference.tta import flip_probabilities, tta_probabilities
 from lofihippseg.reporting.volumes import (
     asymmetry_index,
@@ -126,16 +126,31 @@ def test_tta_keeps_a_left_only_model_on_the_left():
     assert averaged[0, 4:].abs().sum() == 0 and averaged[1, :4].abs().sum() == 0
 
 
-def test_coarse_box_and_guard():
+def test_side_boxes_and_guard():
     p = torch.zeros(2, 20, 20, 20)
-    p[1, 5:7, 8, 9] = 0.9
-    assert coarse_box([p], (40, 40, 40), margin=4) is None  # one side only: whole volume
-    q = torch.zeros(2, 20, 20, 20)
-    q[0, 5, 8, 9] = 0.9  # the other side, found by the other network
-    box = coarse_box([p, q], (40, 40, 40), margin=4)
-    assert all((s.stop - s.start) % 16 == 0 for s in box)
-    assert box[0].start <= 10 - 4 and box[0].stop >= 14 + 4  # covers detections + margin
-    assert coarse_box([torch.zeros(2, 4, 4, 4)], (8, 8, 8)) is None
+    p[1, 15:17, 8, 9] = 0.9
+    assert side_boxes(p, (40, 40, 40), (4, 4, 4)) is None  # one side only: whole volume
+    p[0, 3, 8, 9] = 0.9  # the other side
+    p[0, 9, 18, 18] = 0.3  # a smaller, separate detection of the same side: ignored
+    boxes = side_boxes(p, (40, 40, 40), (4, 4, 4))
+    assert len(boxes) == 2
+    assert all((s.stop - s.start) % 16 == 0 for box in boxes for s in box)
+    left, right = boxes
+    assert left[0].start <= 6 - 4 and left[0].stop >= 8 + 4  # covers detection + margin
+    assert right[0].start <= 30 - 4 and right[0].stop >= 34 + 4
+    assert left[1].stop <= 32  # the stray detection at y = 36 is not boxed
+    joined = side_boxes(p, (40, 40, 40), (12, 12, 12))  # boxes that meet become one
+    assert len(joined) == 1 and joined[0][0].start <= 2 and joined[0][0].stop >= 38
+    q = torch.zeros(2, 40, 40, 40)  # overlapping in x, far apart along the other axes
+    q[0, 10, 2, 2] = q[1, 14, 37, 37] = 0.9
+    apart = side_boxes(q, (40, 40, 40), (2, 2, 2))
+    assert len(apart) == 2 and apart[0][0].start < apart[1][0].stop  # overlap, but two boxes
+    assert side_boxes(torch.zeros(2, 4, 4, 4), (8, 8, 8), (1, 1, 1)) is None
+    coarse = torch.zeros(2, 10, 10, 10)  # a coarse grid 4x smaller along each axis
+    coarse[0, 1, 5, 5] = coarse[1, 8, 5, 5] = 0.9
+    far = side_boxes(coarse, (40, 40, 40), (0, 0, 0))
+    assert far[0][0].start <= 4 and far[0][0].stop >= 8 and far[1][0].start <= 32
+    assert margin_voxels((1.0, 0.5, 2.0), 16) == (16, 32, 8)
     labels = np.zeros((40, 40, 40), np.uint8)
     inner = (slice(8, 24), slice(0, 16), slice(0, 40))
     labels[15, 8, 20] = 1

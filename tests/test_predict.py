@@ -15,15 +15,18 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff
 
 from lofihippseg.cli import main
 from lofihippseg.errors import LoFiError
+from lofihippseg.inference import localiser as localiser_mod
 from lofihippseg.inference import model_loading
 from lofihippseg.inference import roi as roi_mod
 from lofihippseg.inference.api import PredictSettings, gather_inputs, output_names, predict
+from lofihippseg.inference.localiser import Localiser
 from lofihippseg.inference.model_loading import LoadedModel, load_model
 from lofihippseg.inference.predictor import Predictor
 from lofihippseg.io.nifti import load_image, load_label
-from lofihippseg.models.registry import ModelSpec, build_vnet, bundle_dict
+from lofihippseg.models.registry import LocaliserSpec, ModelSpec, build_vnet, bundle_dict
 from lofihippseg.preprocessing.crop import pad_to_multiple
 from lofihippseg.preprocessing.prepare import crop_and_normalise
+from lofihippseg.preprocessing.resample import to_coarse_grid
 from lofihippseg.reporting.qc import QC_SIZE_PX
 from lofihippseg.reporting.volumes import read_rows
 from lofihippseg.views.frequency import frequency_view
@@ -235,7 +238,7 @@ def test_roi_path_matches_whole_volume(tmp_path):
     model = fake_model(TwoLevelNet())
     whole = Predictor(model, settings(roi="off")).predict_volume(vol)
     roi = Predictor(model, settings(roi="on")).predict_volume(vol)
-    assert "roi_box" in roi.info, roi.info  # the located box was used, no fallback
+    assert "roi_boxes" in roi.info, roi.info  # the located box was used, no fallback
     assert (whole.labels == 1).sum() > 50 and (whole.labels == 2).sum() > 50
     np.testing.assert_array_equal(roi.labels, whole.labels)
 
@@ -244,22 +247,67 @@ def test_roi_falls_back_when_a_side_is_missing(tmp_path, monkeypatch):
     vol = load_image(write_nifti(tmp_path / "big.nii.gz", two_level_head()))
     one_side = fake_model(BrightNet())  # never finds 'right': no box
     pred = Predictor(one_side, settings(roi="on")).predict_volume(vol)
-    assert "did not find both sides" in pred.info["roi_fallback"]
+    assert "not both located" in pred.info["roi_fallback"]
     whole = Predictor(one_side, settings(roi="off")).predict_volume(vol)
     np.testing.assert_array_equal(pred.labels, whole.labels)
-    # a box that holds one side only (the coarse pass was fooled): the final check falls back
+    # boxes that hold one side only (the coarse pass was fooled): the final check falls back
     model = fake_model(TwoLevelNet())
-    real_box = roi_mod.coarse_box
+    real_boxes = roi_mod.side_boxes
 
-    def left_half_only(probs, shape):
-        box = real_box(probs, shape)
+    def left_box_only(probs, shape, margin, threshold=roi_mod.COARSE_THRESHOLD):
+        box = real_boxes(probs, shape, margin, threshold)[0]
         half = (box[0].stop - box[0].start) // 32 * 16  # the lower half of x: the left blob
-        return (slice(box[0].start, box[0].start + half), *box[1:])
+        return [(slice(box[0].start, box[0].start + half), *box[1:])]
 
-    monkeypatch.setattr(roi_mod, "coarse_box", left_half_only)
+    monkeypatch.setattr(roi_mod, "side_boxes", left_box_only)
     pred = Predictor(model, settings(roi="on")).predict_volume(vol)
-    assert pred.info["roi_fallback"] == "segmentation in the box misses a side"
+    assert pred.info["roi_fallback"] == "segmentation in the boxes misses a side"
     assert (pred.labels == 1).any() and (pred.labels == 2).any()
+
+
+def test_roi_regrows_boxes_that_cut_the_segmentation(tmp_path, monkeypatch):
+    vol = load_image(write_nifti(tmp_path / "big.nii.gz", two_level_head()))
+    model = fake_model(TwoLevelNet())
+    whole = Predictor(model, settings(roi="off")).predict_volume(vol)
+    real_boxes = roi_mod.side_boxes
+    calls = []
+
+    def cut_boxes(probs, shape, margin, threshold=roi_mod.COARSE_THRESHOLD):
+        boxes = real_boxes(probs, shape, margin, threshold)
+        calls.append(boxes)
+        if len(calls) > 1:
+            return boxes  # the second call: boxes around what the first pass found
+        found = np.nonzero(whole.labels.any(axis=(1, 2)))[0]  # x extent of both blobs
+        stop = int(found.max()) - 4 - whole.box[0].start  # cuts into the right blob
+        return [(slice(b[0].start, stop), *b[1:]) for b in boxes]
+
+    monkeypatch.setattr(roi_mod, "side_boxes", cut_boxes)
+    pred = Predictor(model, settings(roi="on")).predict_volume(vol)
+    assert pred.info.get("roi_regrown") and "roi_boxes" in pred.info, pred.info
+    assert "roi_fallback" not in pred.info and len(calls) == 2
+    np.testing.assert_array_equal(pred.labels, whole.labels)
+
+
+def test_roi_from_localiser_matches_whole_volume(tmp_path, monkeypatch):
+    monkeypatch.setattr(roi_mod, "LOCALISER_MARGIN_MM", 6.0)  # a small head: less context
+    monkeypatch.setattr(roi_mod, "ROI_MARGIN_MM", 6.0)
+    # a stand-in localiser on a 1 mm grid that sees the fine networks' input: it finds exactly
+    # what they find
+    monkeypatch.setattr(localiser_mod, "localiser_input", to_coarse_grid)
+    vol = load_image(write_nifti(tmp_path / "big.nii.gz", two_level_head()))
+    model = fake_model(TwoLevelNet())
+    whole = Predictor(model, settings(roi="off")).predict_volume(vol)
+    model.localiser = Localiser(LocaliserSpec(mm=1.0), TwoLevelNet())
+    roi = Predictor(model, settings(roi="on")).predict_volume(vol)
+    assert roi.info["roi_source"] == "localiser" and "roi_boxes" in roi.info, roi.info
+    inside = sum(np.prod([hi - lo for lo, hi in box]) for box in roi.info["roi_boxes"])
+    assert inside < 0.5 * np.prod(vol.data.shape)  # the fine networks ran on part of the head
+    np.testing.assert_array_equal(roi.labels, whole.labels)
+    # a localiser that misses a side hands over to the coarse pass of the fine networks
+    model.localiser = Localiser(LocaliserSpec(mm=1.0), BrightNet())
+    again = Predictor(model, settings(roi="on")).predict_volume(vol)
+    assert again.info["roi_source"] == "coarse pass" and "roi_boxes" in again.info
+    np.testing.assert_array_equal(again.labels, whole.labels)
 
 
 def test_tta_keeps_sides(scans):

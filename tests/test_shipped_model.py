@@ -60,6 +60,13 @@ def test_weights_are_small_and_load_weights_only():
     params = list(model.vnet1.parameters()) + list(model.vnet2.parameters())
     assert all(p.dtype == torch.float32 for p in params)  # half-precision file, float32 nets
     assert not model.vnet1.training and not model.vnet2.training
+    assert model.localiser is not None and not model.localiser.net.training
+
+
+def assert_located(pred) -> None:
+    """The localiser found both hippocampi and the fine networks ran only in its boxes."""
+    assert pred.info.get("roi_source") == "localiser", pred.info
+    assert "roi_boxes" in pred.info and "roi_fallback" not in pred.info, pred.info
 
 
 def test_synthetic_lowfield_example(predictor):
@@ -73,6 +80,7 @@ def test_synthetic_lowfield_example(predictor):
     dice = (metrics[1]["dice"], metrics[2]["dice"])
     assert min(dice) > 0.35 and sum(dice) / 2 > 0.5, metrics
     assert pred.timings["total_s"] < 60
+    assert_located(pred)
 
 
 def test_real_t1_head(predictor):
@@ -80,3 +88,4 @@ def test_real_t1_head(predictor):
     pred = predictor.predict_volume(vol)
     assert_plausible(pred.labels, vol.affine, vol.voxel_volume_ml)
     assert pred.timings["total_s"] < 60
+    assert_located(pred)  # a real T1 head: the localiser saw none in training

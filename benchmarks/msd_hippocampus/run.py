@@ -303,9 +303,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="Base width of our VNets (default: planned, 8 on CPU, 16 on CUDA).",
     )
-    p.add_argument(
-        "--batch", type=int, default=None, help="Our training batch (default: planned)."
-    )
+    p.add_argument("--batch", type=int, default=None, help="Our training batch (default: planned).")
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for our commands.")
     args = p.parse_args(argv)
     q = args.quick

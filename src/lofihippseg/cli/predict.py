@@ -109,14 +109,12 @@ def _roi_size(value: str) -> tuple[int, int, int]:
     type=click.Choice(["auto", "on", "off"]),
     default="auto",
     show_default=True,
-    help="Locate the hippocampi with a half-resolution pass, then run full resolution "
-    "only around them (falls back to the whole volume when unsure); auto = on CPU, "
-    "off for --recipe released.",
+    help="Locate the hippocampi (the model's localiser, else a half-resolution pass), then run "
+    "full resolution only in a box around each (falls back to the whole volume when unsure); "
+    "auto = on CPU, off for --recipe released.",
 )
 @device_option("Where to run; auto = CUDA when available.")
-@click.option(
-    "--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch."
-)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option(
     "--amp/--no-amp", default=True, show_default=True, help="Float16 mixed precision on CUDA."
 )

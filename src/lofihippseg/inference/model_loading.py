@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from lofihippseg.errors import LoFiError
+from lofihippseg.inference.localiser import Localiser, localiser_from_entry
 from lofihippseg.models.registry import (
     ModelSpec,
     build_vnet,
@@ -46,6 +47,7 @@ class LoadedModel:
         source: where the weights came from (for sidecars and messages).
         single_view: trained as a single VNet (ablation): ``vnet2`` is ``vnet1`` and sees the
             image, so both "views" are the same.
+        localiser: the bundle's hippocampus localiser, if it has one (``inference.roi``).
     """
 
     spec: ModelSpec
@@ -53,11 +55,14 @@ class LoadedModel:
     vnet2: torch.nn.Module
     source: str
     single_view: bool = False
+    localiser: Localiser | None = None
 
     def to(self, device: str | torch.device) -> LoadedModel:
         """Move both networks to ``device`` (in place) and return self."""
         self.vnet1.to(device)
         self.vnet2.to(device)
+        if self.localiser is not None:
+            self.localiser.to(device)
         return self
 
 
@@ -98,6 +103,8 @@ def _from_bundle(path: Path, device: str, config_spec: dict | None = None) -> Lo
     model = _build(_spec_of(spec_dict, str(path)), data["vnet1"], data["vnet2"], str(path), device)
     if data.get("single_view"):  # network 2 was never trained: use network 1 alone
         model.vnet2, model.single_view = model.vnet1, True
+    if data.get("localiser") is not None:
+        model.localiser = localiser_from_entry(data["localiser"], str(path), device)
     return model
 
 

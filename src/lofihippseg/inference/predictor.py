@@ -139,6 +139,34 @@ class Predictor:
             )
         return whole_volume(net, volume, self.device, self.settings.amp)
 
+    def _locate(
+        self,
+        nets: tuple[torch.nn.Module, torch.nn.Module],
+        views: tuple[torch.Tensor, torch.Tensor],
+        spacing: tuple[float, float, float],
+        info: dict[str, Any],
+    ) -> list[Box] | None:
+        """One box per hippocampus: from the localiser, else from a coarse pass; None = run
+        the whole volume (``info`` says why)."""
+        shape = tuple(int(n) for n in views[0].shape)
+        boxes = None
+        localiser = self.model.localiser
+        if localiser is not None:
+            probs = localiser.probabilities(views[0], spacing, self.device)
+            margin = roi_mod.margin_voxels(spacing, roi_mod.LOCALISER_MARGIN_MM)
+            boxes = roi_mod.side_boxes(probs, shape, margin, localiser.spec.threshold)
+            info["roi_source"] = "localiser"
+        if boxes is None:
+            probs = roi_mod.coarse_pass_probabilities(self._coarse, nets, views)
+            boxes = roi_mod.side_boxes(probs, shape, roi_mod.margin_voxels(spacing))
+            info["roi_source"] = "coarse pass"
+        if boxes is None:
+            info["roi_fallback"] = "the hippocampi were not both located"
+        elif roi_mod.boxes_fraction(boxes, shape) > roi_mod.MAX_FRACTION:
+            info["roi_fallback"] = "the located boxes are most of the volume"
+            boxes = None
+        return boxes
+
     def _labels(self, p1: np.ndarray, p2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return fuse_to_labels(p1, p2, self.fusion, self.settings.threshold, self.overlap_rule)
 
@@ -166,20 +194,30 @@ class Predictor:
         nets = (self.model.vnet1, self.model.vnet2)
         maps = None
         if self.use_roi:
-            found = roi_mod.roi_probabilities(self._run, nets, (view1, view2), self._coarse)
-            if found is None:
-                info["roi_fallback"] = "coarse pass did not find both sides in a small box"
-            else:
-                maps, roi_box = found
+            boxes = self._locate(nets, (view1, view2), volume.spacing, info)
+            timings["locate_s"] = time.perf_counter() - t
+            for attempt in range(2):  # a second try in boxes around what the first found
+                if boxes is None:
+                    break
+                maps = roi_mod.roi_probabilities(self._run, nets, (view1, view2), boxes)
                 labels_crop, fused = self._labels(*maps)
-                if roi_mod.misses_a_side(labels_crop):
-                    info["roi_fallback"] = "segmentation in the box misses a side"
-                    maps = None
-                elif roi_mod.touches_inner_face(labels_crop, roi_box):
-                    info["roi_fallback"] = "segmentation reached the box"
-                    maps = None
+                problem = roi_mod.box_problem(labels_crop, boxes)
+                if problem is None:
+                    info["roi_boxes"] = [[[s.start, s.stop] for s in b] for b in boxes]
+                    break
+                maps, info["roi_fallback"] = None, problem
+                if attempt == 0 and problem == roi_mod.REACHED_FACE:
+                    boxes = roi_mod.boxes_around(labels_crop, roi_mod.margin_voxels(volume.spacing))
+                    if (
+                        boxes is not None
+                        and roi_mod.boxes_fraction(boxes, crop.shape) > roi_mod.MAX_FRACTION
+                    ):
+                        boxes = None
+                    if boxes is not None:
+                        info["roi_regrown"] = True
+                        del info["roi_fallback"]
                 else:
-                    info["roi_box"] = [[s.start, s.stop] for s in roi_box]
+                    break
         if maps is None:
             maps = [
                 self._run(net, view).numpy() for net, view in zip(nets, (view1, view2), strict=True)

@@ -3,29 +3,37 @@
 A full-resolution VNet pass over a whole 159 x 231 x 195 head costs about 0.64 TFLOP per view,
 too slow on a laptop CPU. The hippocampi fill well under 1% of the head, so:
 
-1. coarse pass: both networks on the volume down-sampled by 2 (1/8 of the cost each);
-2. a box around everything either network finds (plus a margin of real image context, grown to
-   a multiple of 16 voxels) is run at full resolution;
-3. safety: when the coarse pass does not find both sides, the box is most of the volume, or
-   the final segmentation misses a side or reaches the box's inner faces, the caller falls back
-   to the whole volume (a head has two hippocampi; a box around one side only once cost the
-   other side, and most of the found one, on a held-back synthetic scan).
+1. locate: the bundle's localiser (a small VNet on the head at 4 mm), or, for models without
+   one or when it misses a side, a coarse pass of both networks on the volume down-sampled by 2;
+2. one box per side around the largest detection of that side (plus ``LOCALISER_MARGIN_MM`` or
+   ``ROI_MARGIN_MM`` of real image context, grown to a multiple of 16 voxels; the two boxes
+   are joined when they meet and one box costs less)
+   is run at full resolution: two small boxes cost far less than one box spanning both sides
+   and whatever else the coarse pass lit up;
+3. safety: a segmentation that reaches a box's inner face is run once more in boxes around
+   what was found; when a side is not detected, the boxes are most of the volume, or the final
+   segmentation misses a side or still reaches a face, the caller falls back to the whole
+   volume (a head has two hippocampi; a box around one side only once cost the other
+   side, and most of the found one, on a held-back synthetic scan).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from lofihippseg.models.vnet import SIZE_MULTIPLE
 from lofihippseg.preprocessing.crop import Box
 
 COARSE_THRESHOLD = 0.25  # lenient: the coarse pass only has to find where to look
-MARGIN = 24  # voxels of context kept around the coarse detections
-MAX_FRACTION = 0.6  # a box larger than this fraction of the volume is not worth it
+ROI_MARGIN_MM = 16.0  # context kept around each hippocampus located by the coarse pass
+LOCALISER_MARGIN_MM = 12.0  # the localiser's detections are already 4 mm wider than the target
+MAX_FRACTION = 0.6  # boxes larger than this fraction of the volume are not worth it
 GUARD = 3  # foreground this close to an inner box face triggers the fallback
 
 
@@ -45,52 +53,128 @@ def _grow(lo: int, hi: int, size: int, multiple: int) -> tuple[int, int]:
     return lo, hi
 
 
-def coarse_box(
-    coarse_probs: list[torch.Tensor],
-    shape: tuple[int, int, int],
-    margin: int = MARGIN,
-    threshold: float = COARSE_THRESHOLD,
-) -> Box | None:
-    """Full-resolution box around coarse detections, or None unless both sides are detected.
-
-    Args:
-        coarse_probs: (2, d, h, w) probability maps of the down-sampled volume.
-        shape: full-resolution shape (D, H, W).
-        margin: voxels added on each side.
-        threshold: a coarse voxel counts as a detection above this.
+def margin_voxels(spacing: Sequence[float], mm: float | None = None) -> tuple[int, int, int]:
+    """``mm`` millimetres (default ``ROI_MARGIN_MM``) in voxels along each axis (rounded up).
 
     Example:
-        >>> p = torch.zeros(2, 10, 10, 10); p[:, 4, 4, 4] = 0.9
-        >>> coarse_box([p], (20, 20, 20), margin=2)
-        (slice(1, 17, None), slice(1, 17, None), slice(1, 17, None))
-        >>> p[1] = 0  # only one side found: no box
-        >>> coarse_box([p], (20, 20, 20)) is None
+        >>> margin_voxels((1.0, 1.0, 2.0), 16)
+        (16, 16, 8)
+    """
+    mm = ROI_MARGIN_MM if mm is None else mm
+    return tuple(math.ceil(mm / s) for s in spacing)  # type: ignore[return-value]
+
+
+def _largest(mask: np.ndarray) -> np.ndarray:
+    labelled, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = ndimage.sum_labels(mask, labelled, index=range(1, n + 1))
+    return labelled == int(np.argmax(sizes)) + 1
+
+
+def _union(a: Box, b: Box) -> Box:
+    return tuple(
+        slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b, strict=True)
+    )  # type: ignore[return-value]
+
+
+def _intersect(a: Box, b: Box) -> bool:
+    return all(x.start < y.stop and y.start < x.stop for x, y in zip(a, b, strict=True))
+
+
+def side_boxes(
+    probs: torch.Tensor | np.ndarray,
+    shape: Sequence[int],
+    margin: Sequence[int],
+    threshold: float = COARSE_THRESHOLD,
+) -> list[Box] | None:
+    """Full-resolution boxes, one per side, around each side's largest coarse detection.
+
+    Args:
+        probs: (2, d, h, w) per-side probabilities on a coarse grid covering the same field of
+            view as the full-resolution ``shape`` (coarse voxel i covers full voxels
+            ``[i * D / d, (i + 1) * D / d)``).
+        shape: full-resolution shape (D, H, W).
+        margin: voxels added on each side of each box, per axis.
+        threshold: a coarse voxel counts as a detection above this.
+
+    Returns:
+        Two boxes (or one around both, when the two overlap and that costs less), each a
+        multiple of 16 voxels where the volume allows; None unless both sides are detected.
+
+    Example:
+        >>> p = torch.zeros(2, 10, 10, 10); p[0, 2, 4, 4] = p[1, 7, 4, 4] = 0.9
+        >>> left, right = side_boxes(p, (40, 40, 40), (2, 2, 2))
+        >>> left[0], right[0]
+        (slice(2, 18, None), slice(22, 38, None))
+        >>> p[1] = 0  # only one side found: no boxes
+        >>> side_boxes(p, (40, 40, 40), (2, 2, 2)) is None
         True
     """
-    per_side = torch.zeros(coarse_probs[0].shape, dtype=torch.bool)  # (2, d, h, w)
-    for probs in coarse_probs:
-        per_side |= probs.float().cpu() > threshold
-    if not all(bool(side.any()) for side in per_side):
-        return None  # a side is missing: the box could cut it away
-    found = per_side.any(dim=0)
-    box = []
-    for axis, size in enumerate(shape):
-        idx = torch.nonzero(found.any(dim=tuple(a for a in range(3) if a != axis)))[:, 0]
-        lo = max(int(idx.min()) * 2 - margin, 0)
-        hi = min(int(idx.max()) * 2 + 2 + margin, size)
-        box.append(slice(*_grow(lo, hi, size, SIZE_MULTIPLE)))
-    return tuple(box)  # type: ignore[return-value]
+    probs = torch.as_tensor(probs).float().cpu().numpy()
+    boxes: list[Box] = []
+    for side in probs:
+        found = side > threshold
+        if not found.any():
+            return None  # a side is missing: a box could cut it away
+        found = _largest(found)
+        box = []
+        for axis, (size, pad) in enumerate(zip(shape, margin, strict=True)):
+            factor = size / found.shape[axis]
+            idx = np.nonzero(found.any(axis=tuple(a for a in range(3) if a != axis)))[0]
+            lo = max(math.floor(idx.min() * factor) - pad, 0)
+            hi = min(math.ceil((idx.max() + 1) * factor) + pad, size)
+            box.append(slice(*_grow(lo, hi, size, SIZE_MULTIPLE)))
+        boxes.append(tuple(box))  # type: ignore[arg-type]
+    if _intersect(boxes[0], boxes[1]):
+        joined = tuple(
+            slice(*_grow(s.start, s.stop, n, SIZE_MULTIPLE))
+            for s, n in zip(_union(boxes[0], boxes[1]), shape, strict=True)
+        )
+        if _size(joined) <= _size(boxes[0]) + _size(boxes[1]):  # type: ignore[arg-type]
+            return [joined]  # type: ignore[list-item]
+    return boxes  # two boxes (overlapping ones cost less than the box around both)
 
 
-def box_fraction(box: Box, shape: tuple[int, int, int]) -> float:
-    """Fraction of the volume inside ``box``."""
-    inside = np.prod([s.stop - s.start for s in box])
-    return float(inside / np.prod(shape))
+def _size(box: Box) -> int:
+    return int(np.prod([s.stop - s.start for s in box]))
+
+
+def boxes_fraction(boxes: Sequence[Box], shape: Sequence[int]) -> float:
+    """Voxels the fine networks run on (overlaps counted twice) as a fraction of the volume."""
+    return float(sum(_size(box) for box in boxes) / np.prod(shape))
 
 
 def misses_a_side(labels: np.ndarray) -> bool:
     """True when label 1 or label 2 is absent from ``labels``."""
     return not ((labels == 1).any() and (labels == 2).any())
+
+
+MISSES_A_SIDE = "segmentation in the boxes misses a side"
+REACHED_FACE = "segmentation reached a box face"
+
+
+def box_problem(labels: np.ndarray, boxes: Sequence[Box]) -> str | None:
+    """Why a segmentation made in ``boxes`` cannot be trusted (None = it can).
+
+    With one box per side each side is checked against its own box; with one box around both,
+    all foreground is.
+    """
+    if misses_a_side(labels):
+        return MISSES_A_SIDE
+    if len(boxes) == 2:
+        reached = any(
+            touches_inner_face(labels == v, b) for v, b in zip((1, 2), boxes, strict=True)
+        )
+    else:
+        reached = any(touches_inner_face(labels, b) for b in boxes)
+    return REACHED_FACE if reached else None
+
+
+def boxes_around(labels: np.ndarray, margin: Sequence[int]) -> list[Box] | None:
+    """``side_boxes`` around each side's largest segmented component (full resolution)."""
+    sides = np.stack([labels == 1, labels == 2]).astype(np.float32)
+    return side_boxes(sides, labels.shape, margin, threshold=0.5)
 
 
 def touches_inner_face(labels: np.ndarray, box: Box, guard: int = GUARD) -> bool:
@@ -110,32 +194,39 @@ def touches_inner_face(labels: np.ndarray, box: Box, guard: int = GUARD) -> bool
     return False
 
 
+def coarse_pass_probabilities(
+    coarse_run: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
+    nets: tuple[torch.nn.Module, torch.nn.Module],
+    views: tuple[torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
+    """Both networks on their views down-sampled by 2: the larger probability per side."""
+    coarse = [
+        coarse_run(net, downsample(view)).float() for net, view in zip(nets, views, strict=True)
+    ]
+    return torch.maximum(coarse[0], coarse[1])
+
+
 def roi_probabilities(
     run: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
     nets: tuple[torch.nn.Module, torch.nn.Module],
     views: tuple[torch.Tensor, torch.Tensor],
-    coarse_run: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
-) -> tuple[list[np.ndarray], Box] | None:
-    """Both networks' full-size probability maps, computed only inside the located box.
+    boxes: Sequence[Box],
+) -> list[np.ndarray]:
+    """Both networks' full-size probability maps, computed only inside ``boxes`` (zero outside;
+    where two boxes overlap, the larger probability).
 
     Args:
         run: full-resolution inference ``(net, volume) -> (2, ...)`` probabilities.
         nets: the two networks.
         views: their (D, H, W) input views.
-        coarse_run: inference used for the coarse pass (no test-time augmentation).
-
-    Returns:
-        ``([p1, p2], box)`` with maps zero outside the box, or None when the coarse pass says
-        the whole volume should be run instead.
+        boxes: boxes to run (``side_boxes``).
     """
     shape = tuple(int(s) for s in views[0].shape)
-    coarse = [coarse_run(net, downsample(view)) for net, view in zip(nets, views, strict=True)]
-    box = coarse_box(coarse, shape)  # type: ignore[arg-type]
-    if box is None or box_fraction(box, shape) > MAX_FRACTION:  # type: ignore[arg-type]
-        return None
     maps = []
     for net, view in zip(nets, views, strict=True):
         full = np.zeros((2, *shape), dtype=np.float32)
-        full[(slice(None), *box)] = run(net, view[box]).numpy()
+        for box in boxes:
+            where = (slice(None), *box)
+            full[where] = np.maximum(full[where], run(net, view[box]).numpy())
         maps.append(full)
-    return maps, box
+    return maps

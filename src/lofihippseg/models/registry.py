@@ -66,6 +66,31 @@ class ModelSpec:
         return cls(n_filters=16, view_mode="legacy", cutoff=0.1, recipe="released")
 
 
+@dataclass(frozen=True)
+class LocaliserSpec:
+    """The hippocampus localiser: a small VNet on the whole head at ``mm`` mm per voxel.
+
+    Attributes:
+        n_filters: base width of its VNet.
+        mm: voxel size of its grid.
+        threshold: a coarse voxel is a detection above this probability.
+    """
+
+    n_filters: int = 8
+    mm: float = 4.0
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.n_filters) or self.n_filters < 1:
+            raise LoFiError(
+                f"localiser n_filters must be a whole number >= 1, got {self.n_filters!r}"
+            )
+        for name in ("mm", "threshold"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise LoFiError(f"localiser {name} must be a positive number, got {value!r}")
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -73,6 +98,12 @@ def _is_int(value: Any) -> bool:
 def build_vnet(spec: ModelSpec | None = None) -> VNet:
     """A VNet of the spec's width (one input channel, two output channels)."""
     spec = spec or ModelSpec()
+    return VNet(n_channels=1, n_classes=2, n_filters=spec.n_filters)
+
+
+def build_localiser(spec: LocaliserSpec | None = None) -> VNet:
+    """The localiser's VNet (one input channel, one output channel per side)."""
+    spec = spec or LocaliserSpec()
     return VNet(n_channels=1, n_classes=2, n_filters=spec.n_filters)
 
 

@@ -1,0 +1,62 @@
+"""Coarse grids: a crop seen at a few millimetres per voxel (for the hippocampus localiser)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def coarse_shape(shape: Sequence[int], spacing: Sequence[float], mm: float) -> tuple[int, ...]:
+    """Shape of ``shape`` voxels of size ``spacing`` on a grid of ``mm`` voxels (at least 1).
+
+    Example:
+        >>> coarse_shape((160, 190, 170), (1.0, 1.0, 1.0), 4.0)
+        (40, 48, 42)
+    """
+    return tuple(max(int(round(n * s / mm)), 1) for n, s in zip(shape, spacing, strict=True))
+
+
+def to_coarse_grid(volume: torch.Tensor, spacing: Sequence[float], mm: float) -> torch.Tensor:
+    """Average a (D, H, W) volume onto a grid of about ``mm`` mm voxels (area averaging).
+
+    Example:
+        >>> to_coarse_grid(torch.ones(8, 8, 4), (1, 1, 2), 4.0).shape
+        torch.Size([2, 2, 2])
+    """
+    size = coarse_shape(volume.shape[-3:], spacing, mm)
+    x = volume.reshape(1, 1, *volume.shape[-3:]).float()
+    return F.adaptive_avg_pool3d(x, size)[0, 0]
+
+
+def coarse_targets(label: np.ndarray, spacing: Sequence[float], mm: float) -> torch.Tensor:
+    """Per-side fraction of each coarse voxel inside the hippocampus: (2, d, h, w) in [0, 1].
+
+    Example:
+        >>> lab = np.zeros((8, 8, 8), np.int16); lab[:4, :4, :4] = 1
+        >>> coarse_targets(lab, (1, 1, 1), 4.0)[0, 0, 0, 0].item()
+        1.0
+    """
+    sides = torch.stack([torch.from_numpy(label == v) for v in (1, 2)]).float()
+    size = coarse_shape(label.shape, spacing, mm)
+    return F.adaptive_avg_pool3d(sides[None], size)[0]
+
+
+def localiser_input(view: torch.Tensor, spacing: Sequence[float], mm: float) -> torch.Tensor:
+    """What the localiser sees: ``view`` on the coarse grid, scaled so that its 99th
+    percentile of non-zero voxels is 1 (clipped to [0, 1]): a few bright outliers, which
+    leave a min-max normalised head nearly black, do not matter.
+
+    Example:
+        >>> x = torch.ones(40, 40, 40); x[0, 0, 0] = 1000.0
+        >>> float(localiser_input(x, (1, 1, 1), 2.0).median())
+        1.0
+    """
+    coarse = to_coarse_grid(view, spacing, mm)
+    inside = coarse[coarse > 0]
+    if inside.numel() == 0:
+        return coarse
+    scale = torch.quantile(inside[:: max(1, inside.numel() // 100_000)], 0.99)
+    return (coarse / scale.clamp(min=1e-6)).clamp(0.0, 1.0)
