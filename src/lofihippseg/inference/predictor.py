@@ -30,6 +30,7 @@ from lofihippseg.inference.sliding_window import (
 )
 from lofihippseg.inference.tta import tta_probabilities
 from lofihippseg.io.nifti import Volume
+from lofihippseg.models.onednn import prefer_onednn
 from lofihippseg.preprocessing.crop import Box
 from lofihippseg.preprocessing.prepare import crop_and_normalise
 from lofihippseg.views.frequency import frequency_view
@@ -96,6 +97,9 @@ class Predictor:
         self.fusion = self.settings.fusion or ("union" if released else "mean")
         self.overlap_rule = "released" if released else "probability"
         self.lcc = (not released) if self.settings.lcc is None else self.settings.lcc
+        for net in (model.vnet1, model.vnet2, model.localiser and model.localiser.net):
+            if net is not None:
+                prefer_onednn(net)  # 2-4x faster single-volume CPU inference
         self.roi_size = check_roi_size(self.settings.roi_size)
         mode = self.settings.roi
         # auto: on CPU only, and never for the released recipe (reproduced as it was run)

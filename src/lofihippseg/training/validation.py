@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lofihippseg.models.onednn import prefer_onednn
 from lofihippseg.models.vnet import SIZE_MULTIPLE
 from lofihippseg.preprocessing.crop import pad_to_multiple
 from lofihippseg.training.data import PreparedCase
@@ -33,6 +34,7 @@ def probabilities(
         ...               torch.device("cpu"), (16, 16, 16), 10**6).shape
         torch.Size([2, 5, 6, 7])
     """
+    prefer_onednn(net)  # single volumes: oneDNN for every layer on the CPU (models.onednn)
     padded, box = pad_to_multiple(np.asarray(volume, np.float32), SIZE_MULTIPLE)
     x = torch.from_numpy(padded)[None, None].to(device)
     with (
