@@ -104,9 +104,13 @@ def run_one(name: str, device: str, threads: int, shape=SHAPE, n_filters: int = 
     spec = ModelSpec(n_filters=n_filters, view_mode="legacy")
     nets = [SideSplit(Located(build_vnet(spec))).eval() for _ in range(2)]
     model = LoadedModel(spec, nets[0], nets[1], "bench (random weights)")
-    if name == "roi_localiser":  # its input is scaled to the head's 99th percentile: the
-        # hippocampi saturate at 1, the head stays below 0.95
-        net = SideSplit(Located(build_localiser(LocaliserSpec()), threshold=0.97)).eval()
+    if name == "roi_localiser":  # a real 8-filter localiser (its full cost) answering with
+        # the bright-voxel detector, shown the min-max normalised view on its 4 mm grid
+        from lofihippseg.inference import localiser as localiser_mod
+        from lofihippseg.preprocessing.resample import to_coarse_grid
+
+        localiser_mod.localiser_input = to_coarse_grid
+        net = SideSplit(Located(build_localiser(LocaliserSpec()))).eval()
         model.localiser = Localiser(LocaliserSpec(), net)
     with tempfile.TemporaryDirectory() as tmp:
         case = synthetic_case(Path(tmp) / "case.nii.gz", tuple(shape))

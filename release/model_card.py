@@ -205,9 +205,7 @@ def main() -> None:
 
     if EXAMPLE_SYN.is_file():
         row = run_case(predictor, EXAMPLE_SYN, EXAMPLE_SYN_LABEL)
-        print(
-            f"packaged synthetic example: {_fmt(row)}; plausible {plausible(row)}; {_roi(row)}"
-        )
+        print(f"packaged synthetic example: {_fmt(row)}; plausible {plausible(row)}; {_roi(row)}")
     row = run_case(predictor, EXAMPLE_T1, None)
     print(f"packaged real T1 head: {_fmt(row)}; plausible {plausible(row)}; {_roi(row)}")
 

@@ -151,13 +151,13 @@ def test_rows_and_defaults() -> None:
     ]
     # the ablations change one thing of the paper recipe (critic on) on every device, and the
     # fusion rows re-predict its model trained at the ablation budget
-    assert (
-        rows["paper-ablation-budget"][0].train_args == [] and rows["paper-ablation-budget"][1] == 5
-    )
+    assert rows["paper"][0].train_args == ["--critic"]
+    assert rows["paper-ablation-budget"][0].train_args == ["--critic"]
+    assert rows["paper-ablation-budget"][1] == 5
     assert rows["fusion-union"][0].reuse == "paper-ablation-budget"
     assert rows["fusion-union"][0].predict_args == ["--fusion", "union"]
-    assert rows["single-view"][0].train_args == ["--single-view"]
-    assert rows["view-legacy"][0].train_args == ["--view-mode", "legacy"]
+    assert rows["single-view"][0].train_args == ["--critic", "--single-view"]
+    assert rows["view-legacy"][0].train_args == ["--critic", "--view-mode", "legacy"]
     assert rows["released"][0].train_args == ["--recipe", "released"]
     same = run.parse_args(["--ablations", "--ablation-budget-minutes", "15"])
     assert "paper-ablation-budget" not in [r.name for r, _ in run.our_rows(same)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 import torch
@@ -210,7 +211,30 @@ def test_cli_train_smoke(dataset, tmp_path):
         assert (run / name).exists(), name
     config = loop.resume_config(run)
     assert config.model.n_filters == 4 and not config.loss.use_gate and config.seed == 5
-    assert config.loss.train_critic
+    assert not config.loss.train_critic and not config.loss.use_adversarial  # the default
+    with_critic = [*args[: args.index("cli")], "with-critic", *args[args.index("cli") + 1 :]]
+    result = CliRunner().invoke(command, [*with_critic, "--critic"])
+    assert result.exit_code == 0, result.output
+    critic = loop.resume_config(tmp_path / "with-critic").loss
+    assert critic.train_critic and critic.use_adversarial and not critic.use_gate  # --no-gate won
+    saved = json.loads((run / "config.json").read_text())
+    saved["loss"].update(train_critic=True, use_adversarial=True)
+    (tmp_path / "mine.json").write_text(json.dumps(saved))
+    from_config = CliRunner().invoke(
+        command,
+        [
+            "--config",
+            str(tmp_path / "mine.json"),
+            "--name",
+            "from-config",
+            "--out",
+            str(tmp_path),
+            "--iterations",
+            "1",
+        ],  # fmt: skip
+    )
+    assert from_config.exit_code == 0, from_config.output
+    assert loop.resume_config(tmp_path / "from-config").loss.train_critic  # --config kept it
     help_text = CliRunner().invoke(command, ["--help"]).output
     for option in (
         "--synthetic",
@@ -219,6 +243,7 @@ def test_cli_train_smoke(dataset, tmp_path):
         "--init1",
         "--single-view",
         "--no-critic",
+        "--critic",
     ):
         assert option in help_text
     again = CliRunner().invoke(command, args)  # same run name: refused, nothing overwritten

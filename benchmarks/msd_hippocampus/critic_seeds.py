@@ -30,9 +30,9 @@ from ours_side import OursRow  # noqa: E402
 from results_table import LABELS, Row  # noqa: E402
 
 ROWS = {
-    "paper": OursRow("paper", note="critic on (sampled), gate, adversarial term"),
+    "paper": OursRow("paper", ["--critic"], note="critic on (sampled), gate, adversarial term"),
     "paper-no-critic": OursRow("paper-no-critic", ["--no-critic"]),
-    "single-view": OursRow("single-view", ["--single-view"]),
+    "single-view": OursRow("single-view", ["--critic", "--single-view"]),
 }
 
 

@@ -2,9 +2,10 @@
 
 Takes a small labelled cohort (synthesised from the packaged anatomical label maps, or the
 user's own labelled folder), scores the shipped model on the held-out cases, fine-tunes it
-briefly with the paper recipe (critic included) on the training cases, scores it again and
-returns both tables. ``from_scratch=True`` trains a new small model instead (the whole method
-end to end; it shows the pipeline, not accuracy, in a few CPU minutes).
+briefly with ``train``'s default recipe (the paper's, without the critic) on the training
+cases, scores it again and returns both tables. ``from_scratch=True`` trains a new small model
+instead (the whole method end to end; it shows the pipeline, not accuracy, in a few CPU
+minutes).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from lofihippseg.synth.config import SynthConfig
 from lofihippseg.synth.dataset import write_synthetic_dataset
 from lofihippseg.training.config import TrainConfig
 from lofihippseg.training.loop import train
+from lofihippseg.training.losses import LossConfig
+
+# what ``lofihippseg train`` uses by default (its --critic option says why)
+NO_CRITIC = LossConfig(use_adversarial=False, train_critic=False, use_gate=False)
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +194,7 @@ def run_demo(out_dir: str | Path = "demo_output", config: DemoConfig | None = No
         out_dir=str(out / "runs"),
         name="demo",
         amp=False,
+        loss=NO_CRITIC,
     )
     previous = out / "runs" / "demo"
     if previous.is_dir():  # the demo's own earlier run: a rerun starts again
