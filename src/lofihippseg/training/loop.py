@@ -234,9 +234,10 @@ def _train(config: TrainConfig, ctx: D.DistContext, resume, stop_at) -> Path:
             torch.manual_seed(config.seed)
         stop = min(stop_at or config.iterations, config.iterations)
         log.info(
-            "run %s: recipe %s, %d training / %d validation cases%s, device %s x%d; %s",
+            "run %s: recipe %s (critic %s), %d training / %d validation cases%s, device %s x%d; %s",
             run,
             config.recipe,
+            "on" if config.loss.needs_critic else "off",
             len(train_cases),
             len(val_cases),
             " + synthetic" if config.synthetic else "",
