@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -111,6 +112,18 @@ def test_train_resume_and_bundle(tmp_path):
     assert model.localiser is not None and model.localiser.spec == spec
     probs = model.localiser.probabilities(torch.rand(48, 40, 40), (1, 1, 1), torch.device("cpu"))
     assert probs.shape == (2, 24, 20, 20)
+
+    # a run fine-tuned from that bundle keeps its localiser; an unreadable init1 only loses it
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save(torch.load(bundle, weights_only=True) | {"localiser": None},
+               run / "checkpoints" / "last.pt")  # fmt: skip
+    config = {"model": {"n_filters": 4}, "init1": str(bundle)}
+    (run / "config.json").write_text(json.dumps(config))
+    assert load_model(str(run)).localiser is not None
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    (run / "config.json").write_text(json.dumps(config | {"init1": str(tmp_path / "broken.pt")}))
+    assert load_model(str(run)).localiser is None
 
 
 def test_bad_localiser_entry_is_a_clear_error(tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from lofihippseg.models.registry import (
     safe_torch_load,
     spec_from_dict,
 )
+
+log = logging.getLogger(__name__)
 
 RECIPES = ("paper", "released")
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "data" / "model" / "lofihippseg_default.pt"
@@ -108,19 +111,40 @@ def _from_bundle(path: Path, device: str, config_spec: dict | None = None) -> Lo
     return model
 
 
+def _inherited_localiser(init: Any, device: str) -> Localiser | None:
+    """The localiser of the bundle a run was initialised from (``init1``), if it has one.
+
+    Fine-tuning changes the fine networks, not where the hippocampi are, so a run started from
+    the packaged model keeps its localiser. An unreadable ``init1`` only loses it (a warning).
+    """
+    if not isinstance(init, str) or not Path(init).is_file():
+        return None
+    try:
+        data = safe_torch_load(init)
+        if isinstance(data, dict) and data.get("localiser") is not None:
+            return localiser_from_entry(data["localiser"], f"{init} (init1)", device)
+    except LoFiError as exc:
+        log.warning("not using the localiser of init1: %s", exc)
+    return None
+
+
 def _from_run(run: Path, device: str) -> LoadedModel:
-    config_spec = None
+    config_data: dict[str, Any] = {}
     config = run / "config.json"
     if config.is_file():
         try:
-            config_spec = json.loads(config.read_text()).get("model")
-        except (json.JSONDecodeError, AttributeError):
-            raise LoFiError(f"{config}: not valid JSON; is this a training run folder?") from None
+            config_data = json.loads(config.read_text())
+        except json.JSONDecodeError:
+            config_data = None
+        if not isinstance(config_data, dict):
+            raise LoFiError(f"{config}: not valid JSON; is this a training run folder?")
     for name in ("best.pt", "last.pt"):
         ckpt = run / "checkpoints" / name
         if ckpt.is_file():
-            loaded = _from_bundle(ckpt, device, config_spec)
+            loaded = _from_bundle(ckpt, device, config_data.get("model"))
             loaded.source = str(ckpt)
+            if loaded.localiser is None:
+                loaded.localiser = _inherited_localiser(config_data.get("init1"), device)
             return loaded
     raise LoFiError(
         f"{run}: no checkpoints/best.pt or checkpoints/last.pt; is this a training run?"
