@@ -104,7 +104,10 @@ def test_cli_plans_prints_and_saves_the_plan_and_keeps_explicit_options(tmp_path
                        "--batch", "2")  # fmt: skip
     result = CliRunner().invoke(command, args)
     assert result.exit_code == 0, result.output
-    assert "plan: patch 32x32x32" in result.output and "explicit options kept" in result.output
+    assert "plan: patch 32x32x32" in result.output
+    assert "explicit options replace the plan's: batch_size 2, iterations 2, val_every 2" in (
+        result.output
+    )
     saved = json.loads((tmp_path / "p" / "config.json").read_text())
     assert saved["patch_size"] == [32, 32, 32] and saved["batch_size"] == 2
     assert saved["iterations"] == 2 and saved["model"]["n_filters"] == 8

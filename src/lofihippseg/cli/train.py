@@ -292,7 +292,13 @@ def _planned(config, explicit: set[str], time_budget: float | None):
                               "val_every", "clip_percentiles"})  # fmt: skip
     lines = plan.describe().splitlines()
     if kept:
-        lines.append(f"  - explicit options kept: {', '.join(kept)}")
+
+        def value(key: str) -> object:
+            source = planned.model if key in ("n_filters", "clip_percentiles") else planned
+            return getattr(source, key)
+
+        chosen = ", ".join(f"{key} {value(key)}" for key in kept)
+        lines.append(f"  - explicit options replace the plan's: {chosen}")
     where = budget.name if budget.kind == "cuda" else f"{budget.threads} thread(s)"
     click.echo(f"planned for {budget.kind} ({where}, {budget.memory_gb:.0f} GB free):")
     click.echo("\n".join(lines))
