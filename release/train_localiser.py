@@ -23,12 +23,10 @@ import torch
 def add_to_bundle(localiser: Path, bundle: Path) -> None:
     """Store the localiser (in half precision) inside ``bundle`` (rewritten atomically)."""
     from lofihippseg.io.atomic import atomic_path
-    from lofihippseg.models.registry import safe_torch_load
+    from lofihippseg.models.registry import half_precision, safe_torch_load
 
     entry = safe_torch_load(localiser)["localiser"]
-    entry["state"] = {
-        k: v.half() if v.is_floating_point() else v for k, v in entry["state"].items()
-    }
+    entry["state"] = half_precision(entry["state"])
     data = safe_torch_load(bundle)
     data["localiser"] = entry
     with atomic_path(bundle) as tmp:

@@ -35,17 +35,20 @@ def export(run: Path, out: Path = DEFAULT_OUT, checkpoint: str = "best.pt") -> P
     Example:
         >>> export(Path("runs/release_cpu"))  # doctest: +SKIP
     """
-    from lofihippseg.models.registry import bundle_dict, safe_torch_load, spec_from_dict
+    from lofihippseg.models.registry import (
+        bundle_dict,
+        half_precision,
+        safe_torch_load,
+        spec_from_dict,
+    )
 
     ckpt_path = run / "checkpoints" / checkpoint
     if not ckpt_path.is_file():
         ckpt_path = run / "checkpoints" / "last.pt"
     ckpt = safe_torch_load(ckpt_path)
 
-    def half(sd: dict) -> dict:
-        return {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
-
-    bundle = bundle_dict(spec_from_dict(ckpt["spec"]), half(ckpt["vnet1"]), half(ckpt["vnet2"]))
+    vnets = (half_precision(ckpt["vnet1"]), half_precision(ckpt["vnet2"]))
+    bundle = bundle_dict(spec_from_dict(ckpt["spec"]), *vnets)
     bundle["trained_iterations"] = int(ckpt["iteration"])
     bundle["best_validation_dice"] = float(ckpt["best_dice"])
     out.parent.mkdir(parents=True, exist_ok=True)

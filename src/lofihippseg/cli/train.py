@@ -238,7 +238,9 @@ def command(data, config_json, recipe, resume, **opts) -> None:
     if critic is None and not config_json and recipe != "released":
         critic = False  # the default recipe (see --critic)
     if critic is not None:
-        loss.update(use_adversarial=critic, train_critic=critic, use_gate=critic)
+        from lofihippseg.training.losses import critic_switches
+
+        loss.update(critic_switches(critic))
     if opts.pop("no_gate"):
         loss["use_gate"] = False
     if opts.pop("no_mutual"):

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lofihippseg.config import from_dict
+from lofihippseg.errors import LoFiError
 from lofihippseg.inference.sliding_window import whole_volume
 from lofihippseg.models.registry import LocaliserSpec, build_localiser, load_weights
 from lofihippseg.preprocessing.resample import localiser_input
@@ -41,9 +43,6 @@ class Localiser:
 
 def localiser_from_entry(entry: dict, where: str, device: str | torch.device) -> Localiser:
     """Build the localiser stored in a bundle under ``"localiser"``."""
-    from lofihippseg.config import from_dict
-    from lofihippseg.errors import LoFiError
-
     if not isinstance(entry, dict) or "state" not in entry or "spec" not in entry:
         raise LoFiError(f"{where}: bad localiser entry (needs spec and state)")
     try:

@@ -166,10 +166,43 @@ class Predictor:
             info["roi_source"] = "coarse pass"
         if boxes is None:
             info["roi_fallback"] = "the hippocampi were not both located"
-        elif roi_mod.boxes_fraction(boxes, shape) > roi_mod.MAX_FRACTION:
+        elif roi_mod.too_large(boxes, shape):
             info["roi_fallback"] = "the located boxes are most of the volume"
             boxes = None
         return boxes
+
+    def _in_boxes(
+        self,
+        nets: tuple[torch.nn.Module, torch.nn.Module],
+        views: tuple[torch.Tensor, torch.Tensor],
+        spacing: tuple[float, float, float],
+        info: dict[str, Any],
+        timings: dict[str, float],
+    ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray] | None:
+        """(maps, labels, fused) computed only in boxes around the hippocampi, or None = run
+        the whole volume (``info`` says why). A segmentation that reaches a box face gets one
+        second try in boxes around what it found."""
+        start = time.perf_counter()
+        boxes = self._locate(nets, views, spacing, info)
+        timings["locate_s"] = time.perf_counter() - start
+        for attempt in range(2):
+            if boxes is None:
+                return None
+            maps = roi_mod.roi_probabilities(self._run, nets, views, boxes)
+            labels, fused = self._labels(*maps)
+            problem = roi_mod.box_problem(labels, boxes)
+            if problem is None:
+                info["roi_boxes"] = [[[s.start, s.stop] for s in b] for b in boxes]
+                return maps, labels, fused
+            info["roi_fallback"] = problem
+            if attempt == 1 or problem != roi_mod.REACHED_FACE:
+                return None
+            boxes = roi_mod.boxes_around(labels, roi_mod.margin_voxels(spacing))
+            if boxes is None or roi_mod.too_large(boxes, labels.shape):
+                return None
+            info["roi_regrown"] = True
+            del info["roi_fallback"]
+        return None
 
     def _labels(self, p1: np.ndarray, p2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return fuse_to_labels(p1, p2, self.fusion, self.settings.threshold, self.overlap_rule)
@@ -196,33 +229,12 @@ class Predictor:
 
         t = time.perf_counter()
         nets = (self.model.vnet1, self.model.vnet2)
-        maps = None
+        found = None
         if self.use_roi:
-            boxes = self._locate(nets, (view1, view2), volume.spacing, info)
-            timings["locate_s"] = time.perf_counter() - t
-            for attempt in range(2):  # a second try in boxes around what the first found
-                if boxes is None:
-                    break
-                maps = roi_mod.roi_probabilities(self._run, nets, (view1, view2), boxes)
-                labels_crop, fused = self._labels(*maps)
-                problem = roi_mod.box_problem(labels_crop, boxes)
-                if problem is None:
-                    info["roi_boxes"] = [[[s.start, s.stop] for s in b] for b in boxes]
-                    break
-                maps, info["roi_fallback"] = None, problem
-                if attempt == 0 and problem == roi_mod.REACHED_FACE:
-                    boxes = roi_mod.boxes_around(labels_crop, roi_mod.margin_voxels(volume.spacing))
-                    if (
-                        boxes is not None
-                        and roi_mod.boxes_fraction(boxes, crop.shape) > roi_mod.MAX_FRACTION
-                    ):
-                        boxes = None
-                    if boxes is not None:
-                        info["roi_regrown"] = True
-                        del info["roi_fallback"]
-                else:
-                    break
-        if maps is None:
+            found = self._in_boxes(nets, (view1, view2), volume.spacing, info, timings)
+        if found is not None:
+            maps, labels_crop, fused = found
+        else:
             maps = [
                 self._run(net, view).numpy() for net, view in zip(nets, (view1, view2), strict=True)
             ]

@@ -145,6 +145,11 @@ def boxes_fraction(boxes: Sequence[Box], shape: Sequence[int]) -> float:
     return float(sum(_size(box) for box in boxes) / np.prod(shape))
 
 
+def too_large(boxes: Sequence[Box], shape: Sequence[int]) -> bool:
+    """True when running ``boxes`` costs more than ``MAX_FRACTION`` of the whole volume."""
+    return boxes_fraction(boxes, shape) > MAX_FRACTION
+
+
 def misses_a_side(labels: np.ndarray) -> bool:
     """True when label 1 or label 2 is absent from ``labels``."""
     return not ((labels == 1).any() and (labels == 2).any())

@@ -176,6 +176,16 @@ def infer_n_filters(state: dict[str, torch.Tensor]) -> int:
     return int(state[key].shape[0])
 
 
+def half_precision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with its floating-point tensors in float16 (for shipped files).
+
+    Example:
+        >>> half_precision({"w": torch.ones(1), "n": torch.ones(1, dtype=torch.long)})["w"].dtype
+        torch.float16
+    """
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+
+
 def bundle_dict(spec: ModelSpec, vnet1: dict, vnet2: dict) -> dict[str, Any]:
     """What a single-file bundle holds (weights_only-safe: dicts, lists, tensors, numbers)."""
     return {"format": "lofihippseg-bundle-1", "spec": to_dict(spec), "vnet1": vnet1, "vnet2": vnet2}

@@ -31,6 +31,7 @@ from lofihippseg.models.vnet import SIZE_MULTIPLE
 from lofihippseg.preprocessing.prepare import crop_and_normalise
 from lofihippseg.preprocessing.resample import coarse_targets, localiser_input
 from lofihippseg.training.losses import soft_dice_loss
+from lofihippseg.training.validation import probabilities
 
 
 @dataclass
@@ -152,12 +153,11 @@ def localiser_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float
 @torch.no_grad()
 def coarse_dice(net: torch.nn.Module, cases: Sequence[CoarseCase]) -> float:
     """Mean Dice per side of the thresholded localiser output on ``cases`` (whole heads)."""
-    from lofihippseg.inference.sliding_window import whole_volume  # inference-side helper
-
     net.eval()
     scores = []
     for case in cases:
-        probs = whole_volume(net, case.image, torch.device("cpu"), amp=False)
+        # a whole head at 4 mm is small: one pass (the patch is used only above max_voxels)
+        probs = probabilities(net, case.image.numpy(), torch.device("cpu"), (64,) * 3, 2**31)
         for side in range(2):
             pred, true = probs[side] > 0.5, case.target[side] > 0.5
             denom = int(pred.sum() + true.sum())

@@ -86,6 +86,17 @@ class LossConfig:
         return self.use_adversarial or self.train_critic or (self.use_mutual and self.use_gate)
 
 
+def critic_switches(on: bool) -> dict[str, bool]:
+    """The ``LossConfig`` fields that turn the paper's critic on or off together: the gate of
+    the mutual loss, the adversarial term and the critic's own training.
+
+    Example:
+        >>> LossConfig(**critic_switches(False)).needs_critic
+        False
+    """
+    return {"use_adversarial": on, "train_critic": on, "use_gate": on}
+
+
 def one_hot_targets(label: torch.Tensor, n_classes: int = 2) -> torch.Tensor:
     """Label map (B, D, H, W) with values 0..n_classes -> float targets (B, n_classes, D, H, W).
 

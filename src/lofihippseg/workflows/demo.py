@@ -28,10 +28,10 @@ from lofihippseg.synth.config import SynthConfig
 from lofihippseg.synth.dataset import write_synthetic_dataset
 from lofihippseg.training.config import TrainConfig
 from lofihippseg.training.loop import train
-from lofihippseg.training.losses import LossConfig
+from lofihippseg.training.losses import LossConfig, critic_switches
 
 # what ``lofihippseg train`` uses by default (its --critic option says why)
-NO_CRITIC = LossConfig(use_adversarial=False, train_critic=False, use_gate=False)
+NO_CRITIC = LossConfig(**critic_switches(False))
 
 log = logging.getLogger(__name__)
 
