@@ -64,4 +64,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lofihippseg.errors import LoFiError
+
+    try:
+        sys.exit(main())
+    except LoFiError as exc:  # bad input: one line, as the CLI does
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
