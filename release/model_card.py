@@ -184,11 +184,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=7, help="seed of the synthetic validation scans")
     p.add_argument("--threads", type=int, default=1, help="CPU threads")
     p.add_argument("--sets", nargs="+", default=list(EVAL_SETS), choices=EVAL_SETS)
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.add_argument("--grid", default="auto", help="working grid: auto, native or mm (predict's)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     model = load_model(a.model)
     print(f"model: {a.model or DEFAULT_MODEL}; spec {model.spec}")
-    predictor = Predictor(model, PredictSettings(device="cpu"))
+    predictor = Predictor(model, PredictSettings(device="cpu", tta=a.tta, grid=a.grid))
     print(f"predict settings: {predictor.describe()}")
 
     if a.n > 0 and a.maps.is_dir():

@@ -2,22 +2,25 @@
 
 Steps (each can be run alone):
 
-1. ``--make-pool``: generate the synthetic training pool (``release/make_pool.py``; label maps
-   01-13 for training, 14-16 held back for validation);
-2. train with ``release/release_config.json`` (the paper recipe without the critic, small
+1. ``--make-pool``: generate the synthetic training pool (``release/make_pool.py`` at 1.4-1.6 mm
+   voxels; label maps 01-13 for training, 14-16 held back for validation);
+2. train with ``release/release_config.json`` (the paper recipe, critic on and sampled; small
    network and patches so a 2-core CPU can do it; see ``release/MODEL_CARD.md``);
    ``--resume RUN`` continues an interrupted run exactly;
-3. ``--export RUN``: write the run's best checkpoint as a half-precision bundle to
-   ``src/lofihippseg/data/model/lofihippseg_default.pt``.
+3. ``--export RUN``: write the run's checkpoint as a half-precision bundle to
+   ``src/lofihippseg/data/model/lofihippseg_default.pt``, with the pool's voxel size as the
+   model's working grid (``--grid-mm``); ``release/train_localiser.py --add-to`` then adds the
+   localiser.
 
 Example:
     OMP_NUM_THREADS=1 python release/train_release_model.py --make-pool --pool pool
-    python release/train_release_model.py --export runs/release_cpu_v2
+    python release/train_release_model.py --export runs/release_cpu_v4 --checkpoint last.pt
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -26,11 +29,16 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "release_config.json"
+GRID_MM = 1.5  # the release pool's voxels: make_pool.py --voxel 1.4 1.6
 DEFAULT_OUT = HERE.parent / "src" / "lofihippseg" / "data" / "model" / "lofihippseg_default.pt"
 
 
-def export(run: Path, out: Path = DEFAULT_OUT, checkpoint: str = "best.pt") -> Path:
-    """Write ``run``'s checkpoint as a float16 model bundle (what ``load_model`` reads).
+def export(
+    run: Path, out: Path = DEFAULT_OUT, checkpoint: str = "best.pt", grid_mm: float | None = None
+) -> Path:
+    """Write ``run``'s checkpoint as a float16 model bundle (what ``load_model`` reads);
+    ``grid_mm``: the isotropic voxel size of the pool it was trained on (inference resamples
+    other inputs to it).
 
     Example:
         >>> export(Path("runs/release_cpu"))  # doctest: +SKIP
@@ -48,7 +56,8 @@ def export(run: Path, out: Path = DEFAULT_OUT, checkpoint: str = "best.pt") -> P
     ckpt = safe_torch_load(ckpt_path)
 
     vnets = (half_precision(ckpt["vnet1"]), half_precision(ckpt["vnet2"]))
-    bundle = bundle_dict(spec_from_dict(ckpt["spec"]), *vnets)
+    spec = dataclasses.replace(spec_from_dict(ckpt["spec"]), grid_mm=grid_mm)
+    bundle = bundle_dict(spec, *vnets)
     bundle["trained_iterations"] = int(ckpt["iteration"])
     bundle["best_validation_dice"] = float(ckpt["best_dice"])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -77,10 +86,16 @@ def main() -> None:
     p.add_argument("--export", type=Path, default=None, help="export this run and exit")
     p.add_argument("--checkpoint", default="best.pt", help="checkpoint of the run to export")
     p.add_argument("--export-to", type=Path, default=DEFAULT_OUT, help="bundle file to write")
+    p.add_argument(
+        "--grid-mm",
+        type=float,
+        default=GRID_MM,
+        help="working voxel size written into the exported bundle (the pool's voxel size)",
+    )
     a = p.parse_args()
 
     if a.export is not None:
-        export(a.export, a.export_to, a.checkpoint)
+        export(a.export, a.export_to, a.checkpoint, a.grid_mm)
         return
     from lofihippseg.config import load_settings
     from lofihippseg.training.config import TrainConfig
@@ -96,10 +111,9 @@ def main() -> None:
         config = config.replace(iterations=a.iterations)
     pool = Path(config.data[0])
     if a.make_pool and not (pool / "val.list").exists():
-        subprocess.run(
-            [sys.executable, str(HERE / "make_pool.py"), "--out", str(pool), "--n", str(a.n_pool)],
-            check=True,
-        )
+        voxels = [str(GRID_MM - 0.1), str(GRID_MM + 0.1)]
+        pool_args = ["--out", str(pool), "--n", str(a.n_pool), "--voxel", *voxels]
+        subprocess.run([sys.executable, str(HERE / "make_pool.py"), *pool_args], check=True)
     run = train(config, resume=a.resume, stop_at=a.stop_at)
     print(f"run folder: {run}")
 

@@ -322,6 +322,29 @@ def test_tta_keeps_sides(scans):
     np.testing.assert_array_equal(tta.labels, base.labels)
 
 
+class UprightNet(torch.nn.Module):
+    """Finds 'hippocampi' by position only: upper half of axis 2, left / right half of axis 0
+    (a network that knows which way is up, as ours do: none is trained on flipped heads)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d, _, w = x.shape[-3:]
+        upper = (torch.arange(w) >= w // 2).view(1, 1, w)
+        left = (torch.arange(d) < d // 2).view(d, 1, 1)
+        on = [upper & left & (x[0, 0] > 0.2), upper & ~left & (x[0, 0] > 0.2)]
+        return (torch.stack(on)[None].float() - 0.5) * 40
+
+
+def test_tta_never_shows_the_network_an_upside_down_head(scans):
+    vol = load_image(scans[0])
+    model = fake_model(UprightNet())
+    base = Predictor(model, settings(roi="off", lcc=False)).predict_volume(vol)
+    tta = Predictor(model, settings(roi="off", lcc=False, tta=True)).predict_volume(vol)
+    assert (base.labels == 1).sum() > 100 and (base.labels == 2).sum() > 100
+    # mirrored left-right only: every copy agrees (an up-down flip would halve the probabilities)
+    np.testing.assert_allclose(tta.fused, base.fused, atol=1e-6)
+    np.testing.assert_array_equal(tta.labels, base.labels)
+
+
 def test_sliding_windows_match_whole_volume(scans):
     vol = load_image(scans[0])
     model = fake_model(IntensityNet())

@@ -78,7 +78,11 @@ class BidsAppCommand(click.Command):
 @click.option("--checkpoint1", default=None, type=click.Path(dir_okay=False))
 @click.option("--checkpoint2", default=None, type=click.Path(dir_okay=False))
 @click.option("--recipe", type=click.Choice(["paper", "released"]), default=None)
-@click.option("--tta", is_flag=True, help="Average over flips (sides are swapped back).")
+@click.option(
+    "--tta",
+    is_flag=True,
+    help="Also run on the left-right mirror image and average (sides swapped back).",
+)
 @device_option("Where to run; auto = CUDA when available.")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
 @click.option(

@@ -82,7 +82,11 @@ def _roi_size(value: str) -> tuple[int, int, int]:
     help="Keep only the largest connected component per side. Default: on for the "
     "paper recipe, off for released.",
 )
-@click.option("--tta", is_flag=True, help="Average over flips (left-right flips swap sides back).")
+@click.option(
+    "--tta",
+    is_flag=True,
+    help="Also run on the left-right mirror image and average (sides swapped back).",
+)
 @click.option(
     "--sliding-window",
     type=click.Choice(["auto", "on", "off"]),
@@ -112,6 +116,14 @@ def _roi_size(value: str) -> tuple[int, int, int]:
     help="Locate the hippocampi (the model's localiser, else a half-resolution pass), then run "
     "full resolution only in a box around each (falls back to the whole volume when unsure); "
     "auto = on CPU, off for --recipe released.",
+)
+@click.option(
+    "--grid",
+    default="auto",
+    show_default=True,
+    help="Voxel grid the networks run on: auto = the model's working grid (the shipped model: "
+    "1.5 mm; the result is mapped back onto the input's grid), native = the input's own grid, "
+    "or a voxel size in mm.",
 )
 @device_option("Where to run; auto = CUDA when available.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
@@ -159,6 +171,7 @@ def command(
     roi_size,
     overlap,
     roi,
+    grid,
     device,
     threads,
     amp,
@@ -191,6 +204,7 @@ def command(
         roi_size=_roi_size(roi_size),
         overlap=overlap,
         roi=roi,
+        grid=grid,
         device=device,
         threads=threads,
         amp=amp,

@@ -33,6 +33,7 @@ from lofihippseg.io.nifti import Volume
 from lofihippseg.models.onednn import prefer_onednn
 from lofihippseg.preprocessing.crop import Box
 from lofihippseg.preprocessing.prepare import crop_and_normalise
+from lofihippseg.preprocessing.resample import Grid, resize, working_grid
 from lofihippseg.views.frequency import frequency_view
 
 
@@ -115,6 +116,7 @@ class Predictor:
             "threshold": self.settings.threshold,
             "tta": self.settings.tta,
             "roi": self.use_roi,
+            "grid": self.settings.grid,
             "device": str(self.device),
         }
 
@@ -178,10 +180,10 @@ class Predictor:
         spacing: tuple[float, float, float],
         info: dict[str, Any],
         timings: dict[str, float],
-    ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray] | None:
-        """(maps, labels, fused) computed only in boxes around the hippocampi, or None = run
-        the whole volume (``info`` says why). A segmentation that reaches a box face gets one
-        second try in boxes around what it found."""
+    ) -> list[np.ndarray] | None:
+        """Both networks' probability maps computed only in boxes around the hippocampi, or
+        None = run the whole volume (``info`` says why). A segmentation that reaches a box face
+        gets one second try in boxes around what it found."""
         start = time.perf_counter()
         boxes = self._locate(nets, views, spacing, info)
         timings["locate_s"] = time.perf_counter() - start
@@ -189,11 +191,11 @@ class Predictor:
             if boxes is None:
                 return None
             maps = roi_mod.roi_probabilities(self._run, nets, views, boxes)
-            labels, fused = self._labels(*maps)
+            labels, _ = self._labels(*maps)
             problem = roi_mod.box_problem(labels, boxes)
             if problem is None:
                 info["roi_boxes"] = [[[s.start, s.stop] for s in b] for b in boxes]
-                return maps, labels, fused
+                return maps
             info["roi_fallback"] = problem
             if attempt == 1 or problem != roi_mod.REACHED_FACE:
                 return None
@@ -203,6 +205,11 @@ class Predictor:
             info["roi_regrown"] = True
             del info["roi_fallback"]
         return None
+
+    def _working_grid(self, shape: tuple[int, ...], spacing: tuple[float, ...]) -> Grid | None:
+        """The isotropic grid the networks run on, or None = the input's own grid."""
+        mm = self.settings.grid_mm(self.spec.grid_mm)
+        return None if mm is None else working_grid(shape, spacing, mm)
 
     def _labels(self, p1: np.ndarray, p2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return fuse_to_labels(p1, p2, self.fusion, self.settings.threshold, self.overlap_rule)
@@ -220,7 +227,13 @@ class Predictor:
         crop, box = crop_and_normalise(
             volume.data, margin=self.spec.crop_margin, clip_percentiles=self.spec.clip_percentiles
         )
-        view1 = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32)).to(self.device)
+        view1 = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))
+        grid = self._working_grid(crop.shape, volume.spacing)
+        spacing = volume.spacing
+        if grid is not None:
+            view1, spacing = resize(view1, grid.shape), grid.spacing
+            info["grid_mm"] = [round(s, 3) for s in spacing]
+        view1 = view1.to(self.device)
         if self.model.single_view:
             view2 = view1
         else:
@@ -229,17 +242,19 @@ class Predictor:
 
         t = time.perf_counter()
         nets = (self.model.vnet1, self.model.vnet2)
-        found = None
+        maps = None
         if self.use_roi:
-            found = self._in_boxes(nets, (view1, view2), volume.spacing, info, timings)
-        if found is not None:
-            maps, labels_crop, fused = found
-        else:
+            maps = self._in_boxes(nets, (view1, view2), spacing, info, timings)
+        if maps is None:
             maps = [
                 self._run(net, view).numpy() for net, view in zip(nets, (view1, view2), strict=True)
             ]
-            labels_crop, fused = self._labels(*maps)
         timings["inference_s"] = time.perf_counter() - t
+        if grid is not None:  # probabilities back onto the input's own grid
+            t = time.perf_counter()
+            maps = [resize(torch.from_numpy(m), crop.shape).numpy() for m in maps]
+            timings["regrid_s"] = time.perf_counter() - t
+        labels_crop, fused = self._labels(*maps)
 
         t = time.perf_counter()
         if self.lcc:

@@ -21,7 +21,7 @@ class PredictSettings:
         threshold: a channel is on where the fused probability is above this.
         lcc: keep the largest connected component per side; None = the recipe's
             (released: off, paper: on).
-        tta: average over flips (left-right flips swap the channels back).
+        tta: also run on the left-right mirror image and average (channels swapped back).
         sliding_window: ``auto`` (sliding windows only for volumes too large for one pass),
             ``on`` or ``off`` (whole volume padded to a multiple of 16).
         roi_size: sliding-window size (multiples of 16).
@@ -30,6 +30,9 @@ class PredictSettings:
             the hippocampi with a coarse half-resolution pass, then run full resolution only
             in a box around them; falls back to the whole volume when the coarse pass finds
             nothing or the result touches the box.
+        grid: ``auto`` (the model's working grid, ``ModelSpec.grid_mm``: inputs on other
+            grids are resampled to it and the probabilities mapped back), ``native`` (run on
+            each input's own grid) or a voxel size in mm (e.g. ``1.5``).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         threads: CPU threads for torch (None = torch's default).
         amp: float16 mixed precision on CUDA.
@@ -49,6 +52,7 @@ class PredictSettings:
     roi_size: tuple[int, int, int] = (128, 128, 128)
     overlap: float = 0.25
     roi: str = "auto"
+    grid: str = "auto"
     device: str = "auto"
     threads: int | None = None
     amp: bool = True
@@ -68,6 +72,15 @@ class PredictSettings:
             raise LoFiError(f"unknown device {self.device!r}; expected one of {DEVICES}")
         if self.roi not in ROI_MODES:
             raise LoFiError(f"unknown ROI mode {self.roi!r}; expected one of {ROI_MODES}")
+        if self.grid not in ("auto", "native"):
+            try:
+                mm = float(self.grid)
+            except (TypeError, ValueError):
+                mm = float("nan")
+            if not 0.2 <= mm <= 5:
+                raise LoFiError(
+                    f"--grid must be auto, native or a voxel size in mm (0.2-5), got {self.grid!r}"
+                )
         if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
             raise LoFiError(f"--threads must be 1 or more, got {self.threads}")
         if not 0.0 <= self.overlap < 1.0:
@@ -76,6 +89,19 @@ class PredictSettings:
             i, n = self.shard
             if n < 1 or not 1 <= i <= n:
                 raise LoFiError(f"shard must be I/N with 1 <= I <= N, got {i}/{n}")
+
+    def grid_mm(self, model_grid: float | None) -> float | None:
+        """The working voxel size for a model whose spec says ``model_grid`` (None = native).
+
+        Example:
+            >>> PredictSettings(grid="native").grid_mm(1.5) is None
+            True
+            >>> PredictSettings().grid_mm(1.5), PredictSettings(grid="2").grid_mm(None)
+            (1.5, 2.0)
+        """
+        if self.grid == "auto":
+            return model_grid
+        return None if self.grid == "native" else float(self.grid)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -33,6 +33,9 @@ class ModelSpec:
         clip_percentiles: percentile clip before min-max normalisation (None = plain min-max).
         crop_margin: voxels kept around the non-zero bounding box.
         recipe: ``paper`` or ``released`` (informative; inference settings follow from it).
+        grid_mm: isotropic voxel size (mm) the networks were trained on; inference resamples
+            inputs on other grids to it and maps the result back (None = each input's own
+            grid, as for models trained on the user's scans at their native resolution).
     """
 
     n_filters: int = 16
@@ -41,6 +44,7 @@ class ModelSpec:
     clip_percentiles: tuple[float, float] | None = None
     crop_margin: int = 1
     recipe: str = "paper"
+    grid_mm: float | None = None
 
     def __post_init__(self) -> None:
         def bad(name: str, want: str) -> LoFiError:
@@ -59,6 +63,11 @@ class ModelSpec:
             len(clip) != 2 or not all(isinstance(v, int | float) for v in clip)
         ):
             raise bad("clip_percentiles", "null or two numbers")
+        grid = self.grid_mm
+        if grid is not None and (
+            isinstance(grid, bool) or not isinstance(grid, int | float) or not 0.2 <= grid <= 5
+        ):
+            raise bad("grid_mm", "null or a voxel size between 0.2 and 5 mm")
 
     @classmethod
     def released(cls) -> ModelSpec:

@@ -1,8 +1,10 @@
-"""Coarse grids: a crop seen at a few millimetres per voxel (for the hippocampus localiser)."""
+"""Other grids: a crop seen at a few millimetres per voxel (the hippocampus localiser) or on the
+isotropic working grid a model was trained on."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -60,3 +62,55 @@ def localiser_input(view: torch.Tensor, spacing: Sequence[float], mm: float) -> 
         return coarse
     scale = torch.quantile(inside[:: max(1, inside.numel() // 100_000)], 0.99)
     return (coarse / scale.clamp(min=1e-6)).clamp(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A crop resampled onto an isotropic working grid.
+
+    Attributes:
+        shape: voxels of the crop on the working grid.
+        spacing: their exact size in mm (the crop's field of view / ``shape``).
+    """
+
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+
+
+def working_grid(
+    shape: Sequence[int], spacing: Sequence[float], mm: float, tolerance: float = 0.1
+) -> Grid | None:
+    """The ``mm`` isotropic grid over the same field of view as ``shape`` voxels of size
+    ``spacing``; None when every axis is already within ``tolerance`` (a fraction) of ``mm``.
+
+    Example:
+        >>> working_grid((150, 150, 30), (1.0, 1.0, 5.0), 1.5).shape
+        (100, 100, 100)
+        >>> working_grid((100, 100, 100), (1.45, 1.5, 1.55), 1.5) is None
+        True
+    """
+    if all(abs(s - mm) <= tolerance * mm for s in spacing):
+        return None
+    new = coarse_shape(shape, spacing, mm)
+    exact = tuple(n * s / m for n, s, m in zip(shape, spacing, new, strict=True))
+    return Grid(shape=new, spacing=exact)  # type: ignore[arg-type]
+
+
+def resize(volume: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Resample the last three axes of ``volume`` to ``shape`` over the same field of view:
+    area averaging along axes that shrink (no aliasing), then linear interpolation along
+    axes that grow. Leading axes (channels) are kept.
+
+    Example:
+        >>> resize(torch.ones(2, 8, 8, 4), (4, 4, 8)).shape
+        torch.Size([2, 4, 4, 8])
+    """
+    lead = volume.shape[:-3]
+    x = volume.reshape(1, -1, *volume.shape[-3:]).float()
+    target = tuple(int(n) for n in shape)
+    smaller = tuple(min(a, b) for a, b in zip(x.shape[-3:], target, strict=True))
+    if smaller != tuple(x.shape[-3:]):
+        x = F.adaptive_avg_pool3d(x, smaller)
+    if smaller != target:
+        x = F.interpolate(x, size=target, mode="trilinear", align_corners=False)
+    return x.reshape(*lead, *target)

@@ -83,7 +83,7 @@ def methods_text(cohort: Cohort, z_limit: float, min_view_dice: float) -> str:
     version = cohort.versions.most_common(1)[0][0] if cohort.versions else __version__
     settings = cohort.settings[0][0] if cohort.settings else {}
     fusion = settings.get("fusion", "mean")
-    tta = " with test-time flip augmentation" if settings.get("tta") else ""
+    tta = " with test-time left-right mirror augmentation" if settings.get("tta") else ""
     n, n_failed = len(cohort.cases), len(cohort.failures)
     return (
         f"Left and right hippocampi were segmented automatically in {n} images with "
