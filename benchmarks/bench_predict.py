@@ -7,6 +7,8 @@ Compares, with the same two width-16 VNets (random weights: the cost does not de
   both networks, full resolution in a box around each hippocampus);
 - ``roi_localiser``: the same with a localiser (an 8-filter VNet on the head at 4 mm, as the
   packaged model has) instead of the half-resolution pass;
+- ``roi_grid_1.5mm``: the same on a 1.5 mm working grid (the packaged model's ``grid_mm``; the
+  case has 1 mm voxels), probabilities mapped back onto the case's grid;
 - ``monai_sw``: MONAI's plain Gaussian ``sliding_window_inference`` (128^3, overlap 0.25).
 
 Random networks do not find hippocampi, so each VNet is wrapped: it runs in full (all the
@@ -37,6 +39,8 @@ SETTINGS = {
     "whole": {"roi": "off", "sliding_window": "off"},
     "roi": {"roi": "on", "sliding_window": "auto"},
     "roi_localiser": {"roi": "on", "sliding_window": "auto"},
+    # the shipped model's way: the same, on its 1.5 mm working grid (the case has 1 mm voxels)
+    "roi_grid_1.5mm": {"roi": "on", "sliding_window": "auto", "grid": "1.5"},
     "monai_sw": {"roi": "off", "sliding_window": "on", "roi_size": (128, 128, 128)},
 }
 
@@ -104,7 +108,7 @@ def run_one(name: str, device: str, threads: int, shape=SHAPE, n_filters: int = 
     spec = ModelSpec(n_filters=n_filters, view_mode="legacy")
     nets = [SideSplit(Located(build_vnet(spec))).eval() for _ in range(2)]
     model = LoadedModel(spec, nets[0], nets[1], "bench (random weights)")
-    if name == "roi_localiser":  # a real 8-filter localiser (its full cost) answering with
+    if name in ("roi_localiser", "roi_grid_1.5mm"):  # a real 8-filter localiser (its full cost) answering with
         # the bright-voxel detector, shown the min-max normalised view on its 4 mm grid
         from lofihippseg.inference import localiser as localiser_mod
         from lofihippseg.preprocessing.resample import to_coarse_grid
@@ -171,7 +175,7 @@ def main() -> None:
         results[name] = json.loads(out.strip().splitlines()[-1])
         r = results[name]
         print(
-            f"{name:<13} {r['seconds']:7.1f} s  peak RSS {r['peak_rss_gb']:5.2f} GB  "
+            f"{name:<14} {r['seconds']:7.1f} s  peak RSS {r['peak_rss_gb']:5.2f} GB  "
             f"inference {r['timings']['inference_s']:6.1f} s  "
             f"L {r['volumes']['left_ml']:.2f} mL R {r['volumes']['right_ml']:.2f} mL  "
             f"{r['effective'].get('roi_boxes') or r['effective'].get('roi_fallback', '')}",
@@ -180,7 +184,7 @@ def main() -> None:
     if "whole" in results:
         base = results["whole"]["seconds"]
         for name, r in results.items():
-            print(f"{name:<13} time ratio vs whole-volume: {r['seconds'] / base:5.2f}")
+            print(f"{name:<14} time ratio vs whole-volume: {r['seconds'] / base:5.2f}")
     print(
         f"shape {tuple(args.shape)}, device {args.device}, threads {args.threads}, "
         f"n_filters {args.n_filters}, both views"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,11 +16,14 @@ from lofihippseg.models.registry import (
     ModelSpec,
     build_critic,
     build_vnet,
+    bundle_dict,
     infer_n_filters,
     load_weights,
     safe_torch_load,
 )
 from lofihippseg.models.vnet import VNet
+
+RELEASE = Path(__file__).resolve().parents[1] / "release"
 
 
 def _manifest() -> dict:
@@ -135,3 +140,41 @@ def test_load_weights_rejects_foreign_state_dicts():
         assert message.startswith("foreign.pth") and "\n" not in message
     with pytest.raises(LoFiError):
         infer_n_filters({"fc.weight": torch.ones(1)})
+
+
+def test_widening_keeps_what_the_networks_compute(tmp_path):
+    sys.path.insert(0, str(RELEASE))
+    try:
+        from widen import main as widen_main
+    finally:
+        sys.path.remove(str(RELEASE))
+    from lofihippseg.inference.model_loading import load_model
+    from lofihippseg.models.registry import LocaliserSpec, build_localiser
+
+    torch.manual_seed(0)
+    nets = [VNet(n_filters=4) for _ in range(2)]
+    for net in nets:  # non-trivial batch-norm statistics
+        net.train()
+        for _ in range(2):
+            net(torch.randn(2, 1, 32, 32, 32))
+    bundle = bundle_dict(ModelSpec(n_filters=4, grid_mm=1.5), *(n.state_dict() for n in nets))
+    bundle["localiser"] = {
+        "spec": {"n_filters": 4},
+        "state": build_localiser(LocaliserSpec(n_filters=4)).state_dict(),
+    }
+    torch.save(bundle, tmp_path / "narrow.pt")
+    assert widen_main([str(tmp_path / "narrow.pt"), str(tmp_path / "wide.pt"), "--noise", "0"]) == 0
+    wide = load_model(str(tmp_path / "wide.pt"))
+    assert wide.spec.n_filters == 8 and wide.spec.grid_mm == 1.5
+    assert wide.localiser is not None and wide.localiser.spec.n_filters == 4
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        for narrow, widened in zip(nets, (wide.vnet1, wide.vnet2), strict=True):
+            torch.testing.assert_close(widened.eval()(x), narrow.eval()(x), atol=1e-5, rtol=1e-4)
+    # the default noise makes the copies differ, but only slightly
+    assert widen_main([str(tmp_path / "narrow.pt"), str(tmp_path / "noisy.pt")]) == 0
+    noisy = load_model(str(tmp_path / "noisy.pt"))
+    with torch.no_grad():
+        diff = (noisy.vnet1.eval()(x) - nets[0](x)).abs().max()
+    assert 0 < diff < 0.5
+    assert widen_main([str(tmp_path / "missing.pt"), str(tmp_path / "x.pt")]) == 1
