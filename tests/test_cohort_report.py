@@ -116,3 +116,24 @@ def test_predict_report_flag_and_report_command(tmp_path, monkeypatch):
     main(["report", str(out), "-o", str(tmp_path / "r.html"), "--title", "My cohort"])
     html = (tmp_path / "r.html").read_text()
     assert "<title>My cohort</title>" in html and 'href="out/case00_qc.png"' in html
+
+
+def test_methods_say_on_which_grid_the_networks_ran(tmp_path, monkeypatch):
+    monkeypatch.setattr(model_loading, "load_model", lambda *a, **k: fake_model())
+    make_flat_cohort(tmp_path / "in", 3)
+    for grid in ("native", "2"):
+        out = tmp_path / grid
+        args = ["predict", str(tmp_path / "in"), "-o", str(out), "--device", "cpu"]
+        main([*args, "--roi", "off", "--quiet", "--grid", grid, "--report"])
+        sidecars = [json.loads(p.read_text()) for p in sorted(out.glob("*_hipp.json"))]
+        assert len(sidecars) == 3
+        cohort = collect_cohort(out)
+        assert len(cohort.settings) == 1  # per-case grid spacings do not split the settings
+        html = (out / "report.html").read_text()
+        methods = re.search(r'<blockquote id="methods-text">(.*?)</blockquote>', html, re.S)[1]
+        if grid == "native":
+            assert "segmented on their own voxel grid" in methods
+            assert all("grid_spacing_mm" not in s["effective"] for s in sidecars)
+        else:
+            assert "resampled to a 2 mm isotropic working grid" in methods
+            assert all(s["effective"]["grid_spacing_mm"] for s in sidecars)

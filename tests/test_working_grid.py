@@ -64,8 +64,8 @@ def test_prediction_on_the_working_grid_lies_on_the_input_grid(tmp_path):
     gridded = with_grid(native, 1.6)
     base = Predictor(native, settings(roi="off")).predict_volume(vol)
     pred = Predictor(gridded, settings(roi="off")).predict_volume(vol)
-    assert "grid_mm" not in base.info
-    np.testing.assert_allclose(pred.info["grid_mm"], 1.6, atol=0.3)
+    assert "grid_spacing_mm" not in base.info
+    np.testing.assert_allclose(pred.info["grid_spacing_mm"], 1.6, atol=0.3)
     assert pred.labels.shape == vol.data.shape and pred.fused.shape == base.fused.shape
     for side in (1, 2):  # the same structures, in the same place, on the input's grid
         a, b = base.labels == side, pred.labels == side
@@ -76,7 +76,7 @@ def test_prediction_on_the_working_grid_lies_on_the_input_grid(tmp_path):
     same = Predictor(gridded, settings(roi="off", grid="native")).predict_volume(vol)
     np.testing.assert_array_equal(same.labels, base.labels)
     other = Predictor(native, settings(roi="off", grid="2")).predict_volume(vol)
-    np.testing.assert_allclose(other.info["grid_mm"], 2.0, atol=0.3)
+    np.testing.assert_allclose(other.info["grid_spacing_mm"], 2.0, atol=0.3)
 
 
 def test_bad_grid_is_a_clear_error(tmp_path):

@@ -117,6 +117,7 @@ class Predictor:
             "tta": self.settings.tta,
             "roi": self.use_roi,
             "grid": self.settings.grid,
+            "working_grid_mm": self.settings.grid_mm(self.spec.grid_mm),
             "device": str(self.device),
         }
 
@@ -232,7 +233,7 @@ class Predictor:
         spacing = volume.spacing
         if grid is not None:
             view1, spacing = resize(view1, grid.shape), grid.spacing
-            info["grid_mm"] = [round(s, 3) for s in spacing]
+            info["grid_spacing_mm"] = [round(s, 3) for s in spacing]
         view1 = view1.to(self.device)
         if self.model.single_view:
             view2 = view1

@@ -121,7 +121,10 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _settings_summary(data: dict[str, Any]) -> dict[str, Any]:
-    effective = {k: v for k, v in (data.get("effective") or {}).items() if not k.startswith("roi_")}
+    per_case = ("roi_", "grid_spacing_mm")  # what each case's run found, not a setting
+    effective = {
+        k: v for k, v in (data.get("effective") or {}).items() if not k.startswith(per_case)
+    }
     settings = data.get("settings") or {}
     for key in ("sliding_window", "amp"):
         if key in settings:

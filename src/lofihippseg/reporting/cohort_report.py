@@ -85,14 +85,22 @@ def methods_text(cohort: Cohort, z_limit: float, min_view_dice: float) -> str:
     fusion = settings.get("fusion", "mean")
     tta = " with test-time left-right mirror augmentation" if settings.get("tta") else ""
     n, n_failed = len(cohort.cases), len(cohort.failures)
+    grid = settings.get("working_grid_mm")
+    where = (
+        f"resampled to a {grid:g} mm isotropic working grid for the networks where their voxel "
+        "size differed from it by more than 10 %, and the probabilities were mapped back onto "
+        "the voxel grid of each image"
+        if grid
+        else "segmented on their own voxel grid"
+    )
     return (
         f"Left and right hippocampi were segmented automatically in {n} images with "
         f"lofihippseg {version}, an implementation of the LoFiHippSeg dual-view method "
         f"(two V-Nets, one seeing the image and one a frequency-masked view of it, trained to "
         f"teach each other under a critic; arXiv 2410.17502), using the model {model} "
         f"(recipe '{recipe}'; the two views' probabilities fused by {fusion}{tta}). Images were "
-        "segmented on their own voxel grid, and volumes were computed as the number of labelled "
-        "voxels times the voxel volume. The Dice overlap of the two networks' segmentations "
+        f"{where}; volumes were computed as the number of labelled voxels (on the grid of the "
+        "image) times the voxel volume. The Dice overlap of the two networks' segmentations "
         "(view agreement) was recorded for each image as a quality indicator. All "
         f"segmentations were inspected visually; cases were flagged for review when the left or "
         f"right volume or the asymmetry index lay more than {z_limit:g} robust standard "
