@@ -108,8 +108,9 @@ def run_one(name: str, device: str, threads: int, shape=SHAPE, n_filters: int = 
     spec = ModelSpec(n_filters=n_filters, view_mode="legacy")
     nets = [SideSplit(Located(build_vnet(spec))).eval() for _ in range(2)]
     model = LoadedModel(spec, nets[0], nets[1], "bench (random weights)")
-    if name in ("roi_localiser", "roi_grid_1.5mm"):  # a real 8-filter localiser (its full cost) answering with
-        # the bright-voxel detector, shown the min-max normalised view on its 4 mm grid
+    if name in ("roi_localiser", "roi_grid_1.5mm"):
+        # a real 8-filter localiser (its full cost) answering with the bright-voxel detector,
+        # shown the min-max normalised view on its 4 mm grid
         from lofihippseg.inference import localiser as localiser_mod
         from lofihippseg.preprocessing.resample import to_coarse_grid
 

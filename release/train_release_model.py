@@ -2,19 +2,19 @@
 
 Steps (each can be run alone):
 
-1. ``--make-pool``: generate the synthetic training pool (``release/make_pool.py`` at 1.4-1.6 mm
+1. ``--make-pool``: generate the synthetic training pool (``release/make_pool.py``: random 1-2 mm
    voxels; label maps 01-13 for training, 14-16 held back for validation);
 2. train with ``release/release_config.json`` (the paper recipe, critic on and sampled; small
    network and patches so a 2-core CPU can do it; see ``release/MODEL_CARD.md``);
    ``--resume RUN`` continues an interrupted run exactly;
 3. ``--export RUN``: write the run's checkpoint as a half-precision bundle to
-   ``src/lofihippseg/data/model/lofihippseg_default.pt``, with the pool's voxel size as the
-   model's working grid (``--grid-mm``); ``release/train_localiser.py --add-to`` then adds the
-   localiser.
+   ``src/lofihippseg/data/model/lofihippseg_default.pt``, with the model's working grid
+   (``--grid-mm``, 1.5 mm: inference resamples other inputs to it);
+   ``release/train_localiser.py --add-to`` then adds the localiser.
 
 Example:
     OMP_NUM_THREADS=1 python release/train_release_model.py --make-pool --pool pool
-    python release/train_release_model.py --export runs/release_cpu_v4 --checkpoint last.pt
+    python release/train_release_model.py --export runs/release_cpu_v3 --checkpoint last.pt
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "release_config.json"
-GRID_MM = 1.5  # the release pool's voxels: make_pool.py --voxel 1.4 1.6
+# the working grid of the exported model: the middle of the pool's 1-2 mm voxels (make_pool.py
+# --voxel); 1.3-2.0 mm all gave the v3 networks +0.05-0.1 mean Dice on 1 mm inputs (MODEL_CARD)
+GRID_MM = 1.5
 DEFAULT_OUT = HERE.parent / "src" / "lofihippseg" / "data" / "model" / "lofihippseg_default.pt"
 
 
@@ -37,8 +39,8 @@ def export(
     run: Path, out: Path = DEFAULT_OUT, checkpoint: str = "best.pt", grid_mm: float | None = None
 ) -> Path:
     """Write ``run``'s checkpoint as a float16 model bundle (what ``load_model`` reads);
-    ``grid_mm``: the isotropic voxel size of the pool it was trained on (inference resamples
-    other inputs to it).
+    ``grid_mm``: its working grid, an isotropic voxel size within the pool's (inference
+    resamples other inputs to it).
 
     Example:
         >>> export(Path("runs/release_cpu"))  # doctest: +SKIP
@@ -90,7 +92,7 @@ def main() -> None:
         "--grid-mm",
         type=float,
         default=GRID_MM,
-        help="working voxel size written into the exported bundle (the pool's voxel size)",
+        help="working grid (mm) written into the exported bundle (inference resamples to it)",
     )
     a = p.parse_args()
 
@@ -111,8 +113,7 @@ def main() -> None:
         config = config.replace(iterations=a.iterations)
     pool = Path(config.data[0])
     if a.make_pool and not (pool / "val.list").exists():
-        voxels = [str(GRID_MM - 0.1), str(GRID_MM + 0.1)]
-        pool_args = ["--out", str(pool), "--n", str(a.n_pool), "--voxel", *voxels]
+        pool_args = ["--out", str(pool), "--n", str(a.n_pool)]
         subprocess.run([sys.executable, str(HERE / "make_pool.py"), *pool_args], check=True)
     run = train(config, resume=a.resume, stop_at=a.stop_at)
     print(f"run folder: {run}")
