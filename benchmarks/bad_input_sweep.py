@@ -439,6 +439,7 @@ class Sweep:
             "--threshold 2": ["--threshold", "2"], "--overlap 1.5": ["--overlap", "1.5"],
             "--roi-size 0": ["--roi-size", "0"], "--roi-size 17": ["--roi-size", "17"],
             "--shard 3/2": ["--shard", "3/2"], "--shard x": ["--shard", "x"],
+            "--grid coarse": ["--grid", "coarse"], "--grid 0": ["--grid", "0"],
         }  # fmt: skip
         for name, extra in predict_bad.items():
             self.check(f"option:{name}", "predict",
