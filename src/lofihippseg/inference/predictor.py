@@ -1,14 +1,13 @@
 """One scan in, hippocampi out: the dual-view inference pipeline.
 
 Canonical volume (``io.nifti.load_image``) -> crop to the non-zero box and normalise exactly as
-in training (``preprocessing.prepare.crop_and_normalise``) -> resampled to the model's working
+in training (``preprocessing.prepare.crop_and_normalise``) -> resample to the model's working
 grid if it has one (``ModelSpec.grid_mm``; ROI boxes in ``info`` are then in its voxels) ->
-view 1 = the crop, view 2 =
-``frequency_view(crop)`` -> VNet 1 on view 1, VNet 2 on view 2 (whole volume, sliding windows
-or a located region of interest; optional mirror TTA) -> sigmoid -> probabilities back onto
-the input's grid -> fusion -> threshold ->
-left/right overlap rule -> optional largest component per side -> pasted back into the full
-canonical volume. ``io.nifti.save_like`` then writes it on the input's exact grid.
+view 1 = the crop, view 2 = ``frequency_view(crop)`` -> VNet 1 on view 1, VNet 2 on view 2
+(whole volume, sliding windows or a located region of interest; optional mirror TTA) ->
+sigmoid -> probabilities back onto the input's grid -> fusion -> threshold -> left/right
+overlap rule -> optional largest component per side -> pasted back into the full canonical
+volume. ``io.nifti.save_like`` then writes it on the input's exact grid.
 """
 
 from __future__ import annotations
