@@ -183,10 +183,11 @@ class Predictor:
         spacing: tuple[float, float, float],
         info: dict[str, Any],
         timings: dict[str, float],
-    ) -> list[np.ndarray] | None:
-        """Both networks' probability maps computed only in boxes around the hippocampi, or
-        None = run the whole volume (``info`` says why). A segmentation that reaches a box face
-        gets one second try in boxes around what it found."""
+    ) -> tuple[list[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
+        """Both networks' probability maps computed only in boxes around the hippocampi, with
+        their (labels, fused) from ``_labels``, or None = run the whole volume (``info`` says
+        why). A segmentation that reaches a box face gets one second try in boxes around what
+        it found."""
         start = time.perf_counter()
         boxes = self._locate(nets, views, spacing, info)
         timings["locate_s"] = time.perf_counter() - start
@@ -194,11 +195,11 @@ class Predictor:
             if boxes is None:
                 return None
             maps = roi_mod.roi_probabilities(self._run, nets, views, boxes)
-            labels, _ = self._labels(*maps)
+            labels, fused = self._labels(*maps)
             problem = roi_mod.box_problem(labels, boxes)
             if problem is None:
                 info["roi_boxes"] = [[[s.start, s.stop] for s in b] for b in boxes]
-                return maps
+                return maps, (labels, fused)
             info["roi_fallback"] = problem
             if attempt == 1 or problem != roi_mod.REACHED_FACE:
                 return None
@@ -245,19 +246,23 @@ class Predictor:
 
         t = time.perf_counter()
         nets = (self.model.vnet1, self.model.vnet2)
-        maps = None
+        found = None
         if self.use_roi:
-            maps = self._in_boxes(nets, (view1, view2), spacing, info, timings)
-        if maps is None:
+            found = self._in_boxes(nets, (view1, view2), spacing, info, timings)
+        if found is not None:
+            maps, labelled = found
+        else:
             maps = [
                 self._run(net, view).numpy() for net, view in zip(nets, (view1, view2), strict=True)
             ]
+            labelled = None
         timings["inference_s"] = time.perf_counter() - t
-        if grid is not None:  # probabilities back onto the input's own grid
+        if grid is not None:  # probabilities back onto the input's own grid, labelled there
             t = time.perf_counter()
             maps = [resize(torch.from_numpy(m), crop.shape).numpy() for m in maps]
             timings["regrid_s"] = time.perf_counter() - t
-        labels_crop, fused = self._labels(*maps)
+            labelled = None
+        labels_crop, fused = labelled or self._labels(*maps)
 
         t = time.perf_counter()
         if self.lcc:
