@@ -407,3 +407,24 @@ def test_sidecar_json_never_holds_bare_nan(tmp_path):
     data = {"ai": float("nan"), "n": np.int32(3), "x": [np.float32(np.inf)]}
     path = save_json(data, tmp_path / "s.json")
     assert json.loads(path.read_text()) == {"ai": None, "n": 3, "x": [None]}
+
+
+def test_absent_file_in_a_folder_is_named_not_skipped(tmp_path, bundle, capsys):
+    """A dangling link (unfetched annex content) in a folder fails, named, with the fix."""
+    write_nifti(tmp_path / "in" / "b.nii.gz", head())
+    absent = tmp_path / "in" / "a.nii.gz"
+    absent.symlink_to("../.git/annex/objects/a.nii.gz")
+    code, out, err = run_cli(predict_args(bundle, tmp_path / "in", out=tmp_path / "o"), capsys)
+    line = one_error_line(err)
+    assert code == 1 and line.startswith(f"error: {absent}: absent")
+    assert f"datalad get {absent}" in line
+    assert "1 done" in out and "1 failed" in out
+    # named explicitly, alone: exit 2 with the same line (not "input not found")
+    code, _, err = run_cli(predict_args(bundle, absent, out=tmp_path / "o2"), capsys)
+    assert code == 2 and one_error_line(err).startswith(f"error: {absent}: absent")
+    # evaluate: an absent label map is named too, not silently dropped from the folder
+    labels = tmp_path / "labels"
+    write_nifti(labels / "c1.nii.gz", np.zeros((8, 8, 8), np.uint8))
+    (labels / "c2.nii.gz").symlink_to("../.git/annex/objects/c2.nii.gz")
+    code, _, err = run_cli(["evaluate", labels, labels, "-o", tmp_path / "e"], capsys)
+    assert code == 2 and "c2.nii.gz: absent" in one_error_line(err)

@@ -252,3 +252,55 @@ def test_derivative_names_follow_the_bids_schema(tmp_path, cli):
     for relpath in images:
         assert _matches_derivative_rule(schema, relpath), relpath
     assert not _matches_derivative_rule(schema, "sub-01/anat/sub-01_desc-x_space-orig_dseg.nii.gz")
+
+
+def _annexed(path):
+    """Make ``path`` a git-annex style symbolic link whose content was never fetched."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to("../../.git/annex/objects/Xk/K1/SHA256E-s1--0.nii.gz/SHA256E-s1--0.nii.gz")
+    return path
+
+
+def test_absent_annexed_image_is_named_and_counted_failed(tmp_path, cli, capsys):
+    bids = make_bids(tmp_path / "bids", broken=False)
+    absent = _annexed(bids / "sub-07/anat/sub-07_T2w.nii.gz")
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert cli("bids", bids, out, "participant", "--participant-label", "07", "01") == 1
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {absent}: absent")
+    assert f"datalad get {absent}" in errors[0] and "not fetched" in errors[0]
+    assert "1 failed" in captured.out
+    assert (out / "sub-01/anat" / f"sub-01_{DSEG}.nii.gz").is_file()
+    assert (out / "logs" / "sub-07_T2w_failed.json").is_file()
+    # alone: the image is there (absent content), so it is not "no T2w images found"
+    assert cli("bids", bids, tmp_path / "out2", "participant", "--participant-label", "07") == 1
+    captured = capsys.readouterr()
+    assert "no T2w images" not in captured.err and f"error: {absent}: absent" in captured.err
+
+
+def test_participant_failures_print_one_line_each_with_the_reason(tmp_path, cli, capsys):
+    bids = make_bids(tmp_path / "bids")  # sub-02 ses-2 is a truncated gzip
+    capsys.readouterr()
+    assert cli("bids", bids, tmp_path / "out", "participant") == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    broken = bids / "sub-02/ses-2/anat/sub-02_ses-2_acq-lowfield_T2w.nii.gz"
+    assert len(errors) == 1 and errors[0].startswith(f"error: {broken}: ")
+    assert "corrupt" in errors[0] or "not a readable" in errors[0]
+
+
+@pytest.mark.parametrize("where", ["", "sub-01", "derivatives"])
+def test_output_in_the_raw_dataset_is_refused_at_both_levels(tmp_path, cli, capsys, where):
+    bids = make_bids(tmp_path / "bids", broken=False)
+    out = bids / where if where else bids
+    before = tree(bids)
+    for level in ("participant", "group"):
+        capsys.readouterr()
+        assert cli("bids", bids, out, level) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+        assert len(errors) == 1 and "never write into it" in errors[0], errors
+    assert tree(bids) == before  # nothing written into the raw dataset
+    # derivatives/NAME is the usual place and stays allowed
+    assert cli("bids", bids, bids / "derivatives" / "lofihippseg", "participant") == 0
+    assert cli("bids", bids, bids / "derivatives" / "lofihippseg", "group") == 0

@@ -14,12 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from lofihippseg import __version__
-from lofihippseg.bids.dataset import find_images, normalise_labels, read_description
+from lofihippseg.bids.dataset import (
+    check_output_folder,
+    find_images,
+    normalise_labels,
+    read_description,
+)
 from lofihippseg.bids.derivatives import (
     TABLE_COLUMNS,
     BidsLayout,
@@ -103,6 +109,7 @@ def run_participant(
     """
     bids_dir, out_dir = Path(bids_dir), Path(out_dir)
     settings = settings or PredictSettings()
+    check_output_folder(bids_dir, out_dir)
     images = find_images(bids_dir, participant_labels, session_labels, suffixes, acquisitions)
     subjects = take_shard(sorted({im.subject for im in images}), settings.shard)
     images = [im for im in images if im.subject in subjects]
@@ -132,23 +139,44 @@ class GroupRun:
     n_failed: int
 
 
+def _is_our_description(path: Path) -> bool:
+    """True when ``dataset_description.json`` was written by lofihippseg's participant level."""
+    try:
+        generated = json.loads(path.read_text()).get("GeneratedBy") or []
+        return any(g.get("Name") == "lofihippseg" for g in generated)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
+
+
 def run_group(
     out_dir: str | Path,
     participant_labels: Sequence[str] | None = None,
     report: bool = True,
+    bids_dir: str | Path | None = None,
 ) -> GroupRun:
     """Gather every participant's results into ``group_volumes.tsv`` and the cohort report.
 
     Reads only what the participant runs wrote, so it merges shards and can be rerun.
 
+    Args:
+        out_dir: the derivatives folder the participant level wrote.
+        participant_labels: only these participants; None = all.
+        report: also write ``report.html``.
+        bids_dir: the input dataset, if known: an ``out_dir`` that is (or lies inside) it
+            is refused, as at the participant level.
+
     Raises:
-        LoFiError: the folder holds no lofihippseg derivatives (or none of the participants).
+        LoFiError: the folder is the input dataset, holds no lofihippseg derivatives (or
+            none of the participants).
 
     Example:
         >>> run_group("bids/derivatives/lofihippseg")  # doctest: +SKIP
     """
     out_dir = Path(out_dir)
-    if not (out_dir / "dataset_description.json").is_file():
+    if bids_dir is not None:
+        check_output_folder(bids_dir, out_dir)
+    description = out_dir / "dataset_description.json"
+    if not description.is_file() or not _is_our_description(description):
         raise LoFiError(
             f"{out_dir}: no lofihippseg derivatives here (run the participant level first)"
         )

@@ -18,6 +18,7 @@ from typing import Any
 
 from lofihippseg.bids.entities import BidsName, parse_name, strip_prefix
 from lofihippseg.errors import LoFiError
+from lofihippseg.io.paths import is_file_or_absent
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,27 @@ def read_description(bids_dir: str | Path) -> dict[str, Any]:
     return data
 
 
+def check_output_folder(bids_dir: str | Path, out_dir: str | Path) -> None:
+    """Refuse an output folder that is the input dataset or inside it (except ``derivatives/``).
+
+    Raises:
+        LoFiError: ``out_dir`` would write into the raw dataset.
+
+    Example:
+        >>> check_output_folder("study", "study/derivatives/lofihippseg")  # allowed
+    """
+    raw, out = Path(bids_dir).resolve(), Path(out_dir).resolve()
+    if out != raw and raw not in out.parents:
+        return
+    if (raw / "derivatives") in out.parents:
+        return
+    raise LoFiError(
+        f"{out_dir}: is {'the input dataset' if out == raw else 'inside the input dataset'} "
+        f"{bids_dir}; never write into it: use another folder, e.g. "
+        f"{Path(bids_dir) / 'derivatives' / 'lofihippseg'}"
+    )
+
+
 def normalise_labels(labels: Iterable[str] | None, key: str) -> list[str] | None:
     """Labels given on the command line, with or without prefix, space or comma separated.
 
@@ -96,7 +118,8 @@ def _anat_folders(root: Path, subjects: list[str] | None) -> list[tuple[str, str
 def _images_in(root: Path, subject: str, session: str | None, folder: Path) -> list[BidsImage]:
     images = []
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or not path.name.endswith(IMAGE_EXTENSIONS):
+        # an absent (unfetched annex) image is kept: predict names it as failed, with the fix
+        if not is_file_or_absent(path) or not path.name.endswith(IMAGE_EXTENSIONS):
             continue
         try:
             name = parse_name(path.name)

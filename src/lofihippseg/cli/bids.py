@@ -134,7 +134,9 @@ def command(
     if analysis_level == "group":
         from lofihippseg.bids.app import run_group
 
-        run = run_group(output_dir, participant_label or None, report=not no_report)
+        run = run_group(
+            output_dir, participant_label or None, report=not no_report, bids_dir=bids_dir
+        )
         click.echo(
             f"{len(run.subjects)} participants, {run.n_failed} failed image(s); "
             f"table {run.table}" + (f", report {run.report}" if run.report else "")
@@ -177,6 +179,8 @@ def command(
         f"{len(run.subjects)} participants ({done} images done, {skipped} already done, "
         f"{len(run.report.failed)} failed); derivatives in {output_dir}"
     )
+    for line in run.report.error_lines():  # one line per failed image, with its reason
+        click.echo(line, err=True)
     if run.failed_subjects:
         click.echo(f"participants with failures: {', '.join(run.failed_subjects)}", err=True)
         sys.exit(1)

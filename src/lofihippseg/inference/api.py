@@ -45,7 +45,12 @@ from lofihippseg.io.nifti import (
     save_like,
     strip_suffix,
 )
-from lofihippseg.io.paths import ensure_writable_dir, safe_output_path
+from lofihippseg.io.paths import (
+    ensure_writable_dir,
+    is_absent_file,
+    is_file_or_absent,
+    safe_output_path,
+)
 from lofihippseg.reporting.qc import save_qc_png
 from lofihippseg.reporting.status import case_status
 from lofihippseg.reporting.volumes import read_rows, update_volumes_csv, volume_row
@@ -139,9 +144,9 @@ class BatchReport:
 def _expand(item: str | Path) -> tuple[list[Path], bool]:
     """Files named by one input; the flag says it was a folder or glob (outputs filtered)."""
     path = Path(item)
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p)), True
-    if path.exists():
+    if path.is_dir():  # absent (unfetched, dangling) files too: they fail, named, not dropped
+        return sorted(p for p in path.iterdir() if is_file_or_absent(p) and is_image_file(p)), True
+    if path.exists() or is_absent_file(path):
         return [path], False
     if any(ch in str(item) for ch in "*?["):
         return sorted(Path(p) for p in glob.glob(str(item)) if is_image_file(p)), True

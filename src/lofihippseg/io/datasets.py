@@ -29,6 +29,7 @@ import numpy as np
 from lofihippseg.errors import LoFiError
 from lofihippseg.io.atomic import write_text_atomic
 from lofihippseg.io.nifti import is_image_file, strip_suffix
+from lofihippseg.io.paths import absent_problem, is_absent_file, is_file_or_absent
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(
         p
         for p in folder.iterdir()
-        if p.is_file() and is_image_file(p) and not p.name.startswith(".")
+        if is_file_or_absent(p) and is_image_file(p) and not p.name.startswith(".")
     )
 
 
@@ -115,6 +116,8 @@ def _resolve(root: Path, entry: str, what: str, listed_in: Path) -> Path:
         alt = path.with_name(strip_suffix(path) + "_0000" + path.name[len(strip_suffix(path)) :])
         if alt.exists():
             return alt
+    if is_absent_file(path):
+        raise LoFiError(f"{listed_in}: lists {what} {entry}: {absent_problem(path)}")
     if not path.exists():
         raise LoFiError(f"{listed_in}: lists {what} {entry}, which does not exist ({path})")
     return path

@@ -18,6 +18,7 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
 from lofihippseg.errors import InputError
 from lofihippseg.io.atomic import atomic_path
+from lofihippseg.io.paths import absent_problem, is_absent_file
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,8 @@ def _check_affine(affine: np.ndarray, path: Path) -> None:
 
 def _load_raw(path: str | Path) -> tuple[nib.spatialimages.SpatialImage, np.ndarray, Path]:
     path = Path(path)
+    if is_absent_file(path):
+        raise InputError(path, absent_problem(path))
     if not path.exists():
         raise InputError(path, "file not found")
     if path.is_dir():

@@ -46,3 +46,41 @@ def ensure_writable_dir(folder: str | Path) -> Path:
     except OSError as exc:
         raise LoFiError(f"{folder}: cannot write there ({exc.strerror or exc})") from None
     return folder
+
+
+def is_absent_file(path: str | Path) -> bool:
+    """True for a symbolic link whose target is not there (content not fetched, e.g. git-annex).
+
+    Example:
+        >>> is_absent_file("scan.nii.gz")  # doctest: +SKIP
+        False
+    """
+    path = Path(path)
+    return path.is_symlink() and not path.exists()
+
+
+def is_file_or_absent(path: str | Path) -> bool:
+    """A regular file, or a dangling link standing for one (so that it is named, not dropped).
+
+    Example:
+        >>> is_file_or_absent("scans/a.nii.gz")  # doctest: +SKIP
+        True
+    """
+    return Path(path).is_file() or is_absent_file(path)
+
+
+def absent_problem(path: str | Path) -> str:
+    """Why a dangling link cannot be read, with the command that fetches annexed content.
+
+    Example:
+        >>> absent_problem("sub-07_T2w.nii.gz")[:31]
+        'absent: its content is not here'
+    """
+    path = Path(path)
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = ""
+    annexed = ".git/annex/" in target.replace(os.sep, "/")
+    where = "git-annex/DataLad content not fetched" if annexed else "a dangling link"
+    return f"absent: its content is not here ({where}); fetch it first, e.g. `datalad get {path}`"

@@ -36,7 +36,12 @@ from lofihippseg.io.nifti import (
     load_label,
     strip_suffix,
 )
-from lofihippseg.io.paths import ensure_writable_dir
+from lofihippseg.io.paths import (
+    absent_problem,
+    ensure_writable_dir,
+    is_absent_file,
+    is_file_or_absent,
+)
 from lofihippseg.metrics.overlap import overlap_metrics
 from lofihippseg.metrics.surface import surface_metrics
 
@@ -244,6 +249,8 @@ def _summarise(
 
 
 def _label_files(path: Path, role: str) -> list[Path]:
+    if is_absent_file(path):
+        raise InputError(path, absent_problem(path))
     if not path.exists():
         raise LoFiError(f"{path}: {role} not found")
     if path.is_file():
@@ -251,7 +258,7 @@ def _label_files(path: Path, role: str) -> list[Path]:
     files = sorted(
         p
         for p in path.iterdir()
-        if p.is_file()
+        if is_file_or_absent(p)  # an absent (unfetched) file is named when read, not dropped
         and is_image_file(p)
         and not p.name.startswith(".")
         and not strip_suffix(p).lower().endswith("_ciso")  # LISA scans beside their labels
