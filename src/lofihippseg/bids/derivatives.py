@@ -187,14 +187,24 @@ def subject_rows(out_dir: Path, subject: str) -> list[dict[str, Any]]:
     """Rows of one subject, read from what predict wrote (sidecars and failure records)."""
     rows = []
     for sidecar in sorted((out_dir / f"sub-{subject}").rglob(f"*_desc-{DESC}_dseg.json")):
+        name = parse_name(sidecar.name)
         try:
             data = json.loads(sidecar.read_text())
-        except (OSError, ValueError) as exc:
-            log.warning("%s: unreadable sidecar skipped (%s)", sidecar, exc)
+        except (OSError, ValueError):
+            data = None
+        if not isinstance(data, dict):  # truncated or corrupt: a failed image, never dropped
+            rows.append(
+                {
+                    "participant_id": f"sub-{subject}",
+                    "session_id": f"ses-{name.get('ses')}" if name.get("ses") else None,
+                    "source": sidecar.name,
+                    "status": "failed",
+                    "error": f"{sidecar}: unreadable sidecar; rerun the participant level",
+                }
+            )
             continue
         volumes = data.get("volumes", {})
         source = (data.get("Sources") or [""])[0].rsplit("/", 1)[-1]
-        name = parse_name(sidecar.name)
         rows.append(
             {
                 "participant_id": f"sub-{subject}",

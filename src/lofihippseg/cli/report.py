@@ -23,7 +23,13 @@ def command(out_dir, output, title, no_thumbnails) -> None:
     OUT_DIR is a `predict -o` folder or a `bids` derivatives folder. The report reads only what
     predict wrote (sidecars, failure records, volumes.csv, QC pictures); no model runs.
     """
-    from lofihippseg.reporting.cohort_report import write_report
+    from lofihippseg.reporting.cohort_report import build_report
 
-    path = write_report(out_dir, output, title, thumbnails=not no_thumbnails)
-    click.echo(f"report: {path}")
+    path, cohort = build_report(out_dir, output, title, thumbnails=not no_thumbnails)
+    flagged = sum(c.flagged for c in cohort.cases)
+    click.echo(
+        f"{len(cohort.cases)} cases: {len(cohort.done)} segmented ({flagged} flagged for "
+        f"review), {len(cohort.failures)} failed; report: {path}"
+    )
+    for case in cohort.failures:
+        click.echo(f"failed: {case.case}: {case.error}", err=True)

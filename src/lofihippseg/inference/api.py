@@ -51,6 +51,7 @@ from lofihippseg.io.paths import (
     is_file_or_absent,
     safe_output_path,
 )
+from lofihippseg.io.readback import outputs_problem
 from lofihippseg.reporting.qc import save_qc_png
 from lofihippseg.reporting.status import case_status
 from lofihippseg.reporting.volumes import read_rows, update_volumes_csv, volume_row
@@ -416,8 +417,11 @@ def predict(
             if clash:
                 raise LoFiError(f"{clash[0]}: refusing to overwrite an input; use another -o")
             if not settings.overwrite and paths["labels"].is_file() and paths["sidecar"].is_file():
-                results.append(CaseResult(case, path, "skipped", "already done"))
-                continue
+                problem = outputs_problem(paths["labels"], paths["sidecar"])
+                if problem is None:
+                    results.append(CaseResult(case, path, "skipped", "already done"))
+                    continue
+                log.warning("%s: redoing it, its outputs do not read back: %s", case, problem)
             _remove_stale_temps(paths)
             results.append(_write_case(predictor, path, out_dir, paths, settings, model, layout))
         except Exception as exc:  # report the case and go on with the batch

@@ -10,6 +10,9 @@ volume or asymmetry index has a robust z-score ``|x - median| / (1.4826 * MAD)``
 ``Z_LIMIT`` (computed when at least ``MIN_CASES_FOR_Z`` cases have the value), when the Dice
 agreement of the two views is below ``MIN_VIEW_DICE``, or when predict's own ``status`` is not
 ``ok``.
+
+A sidecar that does not read back (truncated, not JSON) makes its case ``failed``, so the
+report never shows fewer failures than there are.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ METRICS = ("left_ml", "right_ml", "asymmetry_index", "view_dice")
 Z_METRICS = {"left_ml": "left volume", "right_ml": "right volume", "asymmetry_index": "asymmetry"}
 _SUB = re.compile(r"(?:^|_)sub-([0-9a-zA-Z+]+)")
 _SES = re.compile(r"_ses-([0-9a-zA-Z+]+)")
+_SIDECAR = re.compile(r"(_hipp|_hipp_prediction|_desc-hippocampus_dseg)$")
 
 
 @dataclass
@@ -120,6 +124,20 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _looks_like_sidecar(path: Path) -> bool:
+    """A JSON file named as predict's sidecars are, or beside a label map of the same name."""
+    stem = path.name[: -len(".json")]
+    if _SIDECAR.search(stem):
+        return True
+    return any(path.with_name(stem + suffix).is_file() for suffix in (".nii.gz", ".nii", ".mgz"))
+
+
+def _sidecar_case(path: Path) -> str:
+    """The case name of a sidecar that cannot be read (``CASE_hipp.json`` -> ``CASE``)."""
+    stem = path.name[: -len(".json")]
+    return stem[: -len("_hipp")] if stem.endswith("_hipp") else stem
+
+
 def _settings_summary(data: dict[str, Any]) -> dict[str, Any]:
     per_case = ("roi_", "grid_spacing_mm")  # what each case's run found, not a setting
     effective = {
@@ -147,6 +165,11 @@ def collect_cohort(root: str | Path) -> Cohort:
         if "logs" in path.relative_to(root).parts[:1] or path.name == "dataset_description.json":
             continue
         data = _read_json(path)
+        if data is None and _looks_like_sidecar(path):  # ours, but truncated or corrupt
+            case = _sidecar_case(path)
+            error = f"{path}: unreadable sidecar (truncated or not JSON); rerun predict to redo it"
+            cases[case] = CohortCase(case, "failed", error=error, **_subject(case))
+            continue
         if (
             not data
             or data.get("tool") != "lofihippseg"

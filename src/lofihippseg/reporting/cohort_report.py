@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lofihippseg import __version__
+from lofihippseg.errors import LoFiError
 from lofihippseg.io.atomic import atomic_path
 from lofihippseg.reporting.cohort import (
     METRICS,
@@ -27,6 +28,7 @@ from lofihippseg.reporting.cohort import (
     collect_cohort,
 )
 from lofihippseg.reporting.figures import cohort_figures, data_uri, thumbnail_jpeg
+from lofihippseg.reporting.volumes import read_rows
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "report.html.j2"
@@ -154,13 +156,37 @@ def render_report(
     return _environment().get_template(TEMPLATE).render(**context)
 
 
-def write_report(
+def check_not_empty(cohort: Cohort) -> None:
+    """Refuse to report on a folder that holds no results (one line saying what is missing).
+
+    Raises:
+        LoFiError: no case at all (no sidecars, failure records or failed rows).
+    """
+    if cohort.cases:
+        return
+    root = cohort.root
+    if not root.is_dir():
+        raise LoFiError(f"{root}: output folder not found")
+    rows = read_rows(root / "volumes.csv")
+    if rows:
+        raise LoFiError(
+            f"{root}: volumes.csv lists {len(rows)} case(s) but no lofihippseg sidecar "
+            "(*_hipp.json) is here; the report reads the sidecars: give the folder `predict` "
+            "wrote, or rerun predict into it"
+        )
+    raise LoFiError(
+        f"{root}: no lofihippseg results here (no sidecars, failure records or volumes.csv); "
+        "give a folder written by `lofihippseg predict -o` or the BIDS App"
+    )
+
+
+def build_report(
     out_dir: str | Path,
     path: str | Path | None = None,
     title: str | None = None,
     thumbnails: bool = True,
-) -> Path:
-    """Write the cohort report of a finished output folder, atomically.
+) -> tuple[Path, Cohort]:
+    """Write the cohort report of a finished output folder, atomically; return it and the cohort.
 
     Args:
         out_dir: a ``predict -o`` folder or a BIDS derivatives folder.
@@ -169,15 +195,40 @@ def write_report(
         thumbnails: embed a QC thumbnail per case.
 
     Returns:
+        The HTML path and the cohort it shows (cases, failures, flags).
+
+    Raises:
+        LoFiError: the folder holds no results.
+
+    Example:
+        >>> path, cohort = build_report("out/")  # doctest: +SKIP
+    """
+    out_dir = Path(out_dir)
+    path = Path(path) if path is not None else out_dir / "report.html"
+    cohort = collect_cohort(out_dir)
+    check_not_empty(cohort)
+    html = render_report(cohort, path, title, thumbnails)
+    with atomic_path(path, ".html") as tmp:
+        tmp.write_text(html, encoding="utf-8")
+    return path, cohort
+
+
+def write_report(
+    out_dir: str | Path,
+    path: str | Path | None = None,
+    title: str | None = None,
+    thumbnails: bool = True,
+) -> Path:
+    """Write the cohort report of a finished output folder, atomically (see ``build_report``).
+
+    Returns:
         The HTML path.
+
+    Raises:
+        LoFiError: the folder holds no results.
 
     Example:
         >>> write_report("out/")  # doctest: +SKIP
         PosixPath('out/report.html')
     """
-    out_dir = Path(out_dir)
-    path = Path(path) if path is not None else out_dir / "report.html"
-    html = render_report(collect_cohort(out_dir), path, title, thumbnails)
-    with atomic_path(path, ".html") as tmp:
-        tmp.write_text(html, encoding="utf-8")
-    return path
+    return build_report(out_dir, path, title, thumbnails)[0]

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from lofihippseg.errors import InputError
 from lofihippseg.io.atomic import atomic_path
 
 COLUMNS = (
@@ -107,8 +108,11 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         return []
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, f"unreadable table ({exc}); move it aside to start afresh") from None
 
 
 def _fmt(value: Any) -> Any:
