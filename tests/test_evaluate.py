@@ -132,3 +132,58 @@ def test_single_files_pair_directly(tmp_path):
     nib.save(nib.Nifti1Image(data, AFFINE), str(pred))
     result = evaluate(pred, gt)
     assert [r["dice"] for r in result.per_case] == [1.0, 1.0] and not result.missing
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ("shift", "origins 20 mm apart"),
+        ("voxels", "voxel sizes 1x1.2x2.5 mm vs 1x1.2x2 mm"),
+        ("rotate", "orientations differ by 10 degrees"),
+        ("shape", "shapes (15, 14, 12) vs (16, 14, 12)"),
+    ],
+)
+def test_grid_mismatch_says_what_differs(tmp_path, capsys, change, words):
+    gt = write_nifti(tmp_path / "gt.nii.gz", label_map(1), AFFINE)
+    data, affine = label_map(1), AFFINE.copy()
+    if change == "shift":
+        affine[:3, 3] = [12.0, 16.0, 0.0]
+    elif change == "voxels":
+        affine = np.diag([1.0, 1.2, 2.5, 1.0])
+    elif change == "rotate":
+        angle = np.radians(10)
+        rotation = np.array(
+            [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
+        )
+        affine[:3, :3] = rotation @ AFFINE[:3, :3]
+    else:
+        data = data[:-1]
+    pred = write_nifti(tmp_path / "pred.nii.gz", data, affine)
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", str(pred), str(gt)])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and err.startswith(f"error: {pred}: grid does not match")
+    assert words in err and "\n" not in err
+    if change != "shape":  # shapes equal: the message does not print two equal shapes
+        assert "(16, 14, 12)" not in err
+
+
+@pytest.mark.parametrize("pattern", ["LISA_000{i}_ciso", "LISA_000{i}_ciso_hipp", "LISA_{i}"])
+def test_predictions_named_after_their_inputs_pair_by_case_id(tmp_path, cases, pattern):
+    gt_dir, _, maps = cases
+    pred_dir = tmp_path / "other_tool"
+    for i, data in maps.items():
+        write_nifti(pred_dir / (pattern.format(i=i) + ".nii.gz"), data, AFFINE)
+    result = evaluate(pred_dir, gt_dir)
+    assert not result.missing and not result.unmatched and result.summary["n_cases"] == 3
+    assert all(r["dice"] == 1.0 for r in result.per_case)
+    assert {r["case_id"] for r in result.per_case} == {"LISA_0001", "LISA_0002", "LISA_0003"}
+
+
+def test_scans_beside_their_labels_are_not_predictions(tmp_path):
+    folder = tmp_path / "lisa"
+    for i in (1, 2):
+        write_nifti(folder / f"LISA_000{i}_ciso.nii.gz", np.full((16, 14, 12), 5.5), AFFINE)
+        write_nifti(folder / f"LISA_000{i}_hipp.nii.gz", label_map(i), AFFINE)
+    result = evaluate(folder, folder)
+    assert result.summary["n_cases"] == 2 and not result.unmatched

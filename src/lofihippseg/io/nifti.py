@@ -18,6 +18,7 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
 from lofihippseg.errors import InputError
 from lofihippseg.io.atomic import atomic_path
+from lofihippseg.io.geometry import grid_difference
 from lofihippseg.io.paths import absent_problem, is_absent_file
 
 log = logging.getLogger(__name__)
@@ -286,10 +287,11 @@ def load_label(
         if data.shape != reference.data.shape or not np.allclose(
             affine, reference.affine, atol=1e-3
         ):
+            what = grid_difference(affine, data.shape, reference.affine, reference.data.shape)
             raise InputError(
                 path,
-                f"label grid {data.shape} does not match its image "
-                f"{reference.data.shape} ({reference.path}); resample the label map first",
+                f"label grid does not match its image {reference.path} "
+                f"({what or 'affines differ slightly'}); resample the label map first",
             )
     return Volume(data=data, affine=affine, spacing=_spacing(affine), source=img, path=path)
 

@@ -29,6 +29,7 @@ from lofihippseg.config import save_json
 from lofihippseg.errors import InputError, LoFiError
 from lofihippseg.io.atomic import write_text_atomic
 from lofihippseg.io.datasets import case_id_from_name, match_key
+from lofihippseg.io.geometry import grid_difference
 from lofihippseg.io.nifti import (
     Volume,
     dicom_folder_hint,
@@ -248,6 +249,17 @@ def _summarise(
     }
 
 
+def _beside_scans_dropped(files: list[Path]) -> list[Path]:
+    """Drop LISA scans (``*_ciso``) that sit beside a label map of the same case.
+
+    A folder of predictions named after their inputs (``LISA_0001_ciso.nii.gz``, as another
+    tool may write them) keeps them: they are the label maps.
+    """
+    scans = [p for p in files if strip_suffix(p).lower().endswith("_ciso")]
+    others = {match_key(p) for p in files if p not in scans}
+    return [p for p in files if p not in scans or match_key(p) not in others]
+
+
 def _label_files(path: Path, role: str) -> list[Path]:
     if is_absent_file(path):
         raise InputError(path, absent_problem(path))
@@ -255,13 +267,14 @@ def _label_files(path: Path, role: str) -> list[Path]:
         raise LoFiError(f"{path}: {role} not found")
     if path.is_file():
         return [path]
-    files = sorted(
-        p
-        for p in path.iterdir()
-        if is_file_or_absent(p)  # an absent (unfetched) file is named when read, not dropped
-        and is_image_file(p)
-        and not p.name.startswith(".")
-        and not strip_suffix(p).lower().endswith("_ciso")  # LISA scans beside their labels
+    files = _beside_scans_dropped(
+        sorted(
+            p
+            for p in path.iterdir()
+            if is_file_or_absent(p)  # an absent (unfetched) file is named when read, not dropped
+            and is_image_file(p)
+            and not p.name.startswith(".")
+        )
     )
     if not files and (path / "labelsTr").is_dir():
         return _label_files(path / "labelsTr", role)
@@ -300,12 +313,18 @@ def _pair(preds: list[Path], gts: list[Path]) -> tuple[dict[Path, Path | None], 
 
 
 def _check_grid(pred: Volume, gt: Volume) -> None:
-    if pred.data.shape != gt.data.shape or not np.allclose(pred.affine, gt.affine, atol=1e-3):
-        raise InputError(
-            pred.path or "prediction",
-            f"grid {pred.data.shape} does not match the ground truth {gt.path} "
-            f"{gt.data.shape} (shape or affine differ); predict on the ground truth's image grid",
-        )
+    """Refuse a prediction on another grid, saying what differs (shape, voxels, origin ...)."""
+    if pred.data.shape == gt.data.shape and np.allclose(pred.affine, gt.affine, atol=1e-3):
+        return
+    what = grid_difference(pred.affine, pred.data.shape, gt.affine, gt.data.shape)
+    if what is None:
+        worst = float(np.abs(np.asarray(pred.affine) - np.asarray(gt.affine)).max())
+        what = f"affines differ by up to {worst:.3g}"
+    raise InputError(
+        pred.path or "prediction",
+        f"grid does not match the ground truth {gt.path} ({what}, prediction vs ground truth); "
+        "predict on the ground truth's image grid",
+    )
 
 
 def evaluate(
