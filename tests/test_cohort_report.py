@@ -44,7 +44,8 @@ def test_robust_z_and_outlier_rule():
     assert "view agreement 0.30 < 0.5" in flagged["low"]
     assert flagged["empty"] == ["predict status empty"]
     few = [CohortCase(f"c{i}", values={"left_ml": v}) for i, v in enumerate((3, 3, 30))]
-    assert flag_outliers(few) == []  # robust z needs at least 5 cases
+    # robust z needs at least 5 cases (30 mL is still flagged, by the absolute rule)
+    assert [c.flags for c in flag_outliers(few)] == [["left volume 30.00 mL outside 0.5-8 mL"]]
 
 
 def test_collect_reads_sidecars_failures_and_status(cohort_dir):
@@ -204,3 +205,29 @@ def test_report_on_a_folder_without_results_is_one_line_error(tmp_path, capsys, 
     elif content == "empty":
         assert "no lofihippseg results here" in errors[0]
     assert not (folder / "report.html").exists()
+
+
+def test_values_that_cannot_be_right_are_flagged_whatever_the_cohort(tmp_path):
+    # asymmetry spread evenly over -0.44..+0.44: no robust-z outlier, but the ends are wrong
+    ais = np.linspace(-0.44, 0.44, 9)
+    cases = [
+        CohortCase(f"c{i}", values={"left_ml": 3.0, "right_ml": 3.0, "asymmetry_index": a})
+        for i, a in enumerate(ais)
+    ]
+    cases.append(CohortCase("tiny", values={"left_ml": 0.3, "right_ml": 3.0}))
+    cases.append(
+        CohortCase("said", status="implausible_volume", values={"left_ml": 9.0, "right_ml": 3.0})
+    )
+    flagged = {c.case: c.flags for c in flag_outliers(cases)}
+    assert not any("robust z" in f for c in ("c0", "c8") for f in flagged[c])
+    assert flagged["c0"] == ["|asymmetry index| 0.44 > 0.2"] and "c8" in flagged
+    assert {"c3", "c4", "c5"}.isdisjoint(flagged)  # |AI| <= 0.11
+    assert "left volume 0.30 mL outside 0.5-8 mL" in flagged["tiny"]
+    assert "predict status implausible_volume" in flagged["said"]
+    assert not any("outside" in f for f in flagged["said"])  # not said twice
+    # the report states the rule, in the summary and the methods
+    make_flat_cohort(tmp_path / "in", 2)
+    predict(tmp_path / "in", tmp_path / "out", fake_model(), settings(), progress=False)
+    html = write_report(tmp_path / "out").read_text()
+    assert "|asymmetry index| &gt; 0.2" in html and "outside 0.5-8 mL" in html
+    assert "absolute asymmetry index exceeded 0.2" in html

@@ -9,7 +9,10 @@ Outlier rule (:func:`flag_outliers`): a case is flagged for review when its left
 volume or asymmetry index has a robust z-score ``|x - median| / (1.4826 * MAD)`` above
 ``Z_LIMIT`` (computed when at least ``MIN_CASES_FOR_Z`` cases have the value), when the Dice
 agreement of the two views is below ``MIN_VIEW_DICE``, or when predict's own ``status`` is not
-``ok``.
+``ok``. Robust z only finds cases unlike the rest of the cohort, so values that cannot be right
+whatever the cohort are flagged too (absolute rule): an asymmetry index beyond
+``±MAX_ABS_ASYMMETRY``, or a side's volume outside the plausible range of
+``reporting.status.StatusRules`` (0.5-8.0 mL).
 
 A sidecar that does not read back (truncated, not JSON) makes its case ``failed``, so the
 report never shows fewer failures than there are.
@@ -28,11 +31,14 @@ from typing import Any
 
 import numpy as np
 
+from lofihippseg.reporting.status import EMPTY, IMPLAUSIBLE_VOLUME, StatusRules
 from lofihippseg.reporting.volumes import read_rows
 
 log = logging.getLogger(__name__)
 
 Z_LIMIT = 3.0
+MAX_ABS_ASYMMETRY = 0.2  # |AI| beyond this is not a plausible hippocampal asymmetry
+PLAUSIBLE_ML = (StatusRules().min_side_ml, StatusRules().max_side_ml)
 MIN_VIEW_DICE = 0.5
 MIN_CASES_FOR_Z = 5
 METRICS = ("left_ml", "right_ml", "asymmetry_index", "view_dice")
@@ -228,6 +234,29 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     return (values - median) / scale
 
 
+def absolute_flags(case: CohortCase) -> list[str]:
+    """What cannot be right whatever the cohort: |asymmetry index| above
+    ``MAX_ABS_ASYMMETRY``, a side's volume outside ``PLAUSIBLE_ML`` (unless predict's status
+    already says so).
+
+    Example:
+        >>> absolute_flags(CohortCase("c", values={"left_ml": 4.0, "asymmetry_index": 0.44}))
+        ['|asymmetry index| 0.44 > 0.2']
+    """
+    flags = []
+    ai = case.values.get("asymmetry_index")
+    if ai is not None and abs(ai) > MAX_ABS_ASYMMETRY:
+        flags.append(f"|asymmetry index| {abs(ai):.2f} > {MAX_ABS_ASYMMETRY:g}")
+    if case.status in (EMPTY, IMPLAUSIBLE_VOLUME):  # predict's status already says it
+        return flags
+    low, high = PLAUSIBLE_ML
+    for key, side in (("left_ml", "left"), ("right_ml", "right")):
+        volume = case.values.get(key)
+        if volume is not None and not low <= volume <= high:
+            flags.append(f"{side} volume {volume:.2f} mL outside {low:g}-{high:g} mL")
+    return flags
+
+
 def flag_outliers(
     cases: list[CohortCase], z_limit: float = Z_LIMIT, min_view_dice: float = MIN_VIEW_DICE
 ) -> list[CohortCase]:
@@ -249,6 +278,7 @@ def flag_outliers(
         said = "agreement" in case.status_reason.lower()  # predict already gave this reason
         if dice is not None and dice < min_view_dice and not said:
             case.flags.append(f"view agreement {dice:.2f} < {min_view_dice:g}")
+        case.flags.extend(absolute_flags(case))
     for metric, label in Z_METRICS.items():
         have = [c for c in done if metric in c.values]
         if len(have) < MIN_CASES_FOR_Z:

@@ -19,9 +19,11 @@ from lofihippseg import __version__
 from lofihippseg.errors import LoFiError
 from lofihippseg.io.atomic import atomic_path
 from lofihippseg.reporting.cohort import (
+    MAX_ABS_ASYMMETRY,
     METRICS,
     MIN_CASES_FOR_Z,
     MIN_VIEW_DICE,
+    PLAUSIBLE_ML,
     Z_LIMIT,
     Cohort,
     CohortCase,
@@ -106,9 +108,10 @@ def methods_text(cohort: Cohort, z_limit: float, min_view_dice: float) -> str:
         "(view agreement) was recorded for each image as a quality indicator. All "
         f"segmentations were inspected visually; cases were flagged for review when the left or "
         f"right volume or the asymmetry index lay more than {z_limit:g} robust standard "
-        f"deviations from the cohort median (|x - median| / (1.4826 x MAD) > {z_limit:g}) or the "
-        f"view agreement was below {min_view_dice:g}. {n_failed} image(s) could not be "
-        "processed."
+        f"deviations from the cohort median (|x - median| / (1.4826 x MAD) > {z_limit:g}), the "
+        f"view agreement was below {min_view_dice:g}, the absolute asymmetry index exceeded "
+        f"{MAX_ABS_ASYMMETRY:g} or a volume lay outside {PLAUSIBLE_ML[0]:g}-{PLAUSIBLE_ML[1]:g} "
+        f"mL. {n_failed} image(s) could not be processed."
     )
 
 
@@ -150,6 +153,8 @@ def render_report(
         "z_limit": Z_LIMIT,
         "min_view_dice": MIN_VIEW_DICE,
         "min_cases_for_z": MIN_CASES_FOR_Z,
+        "max_abs_ai": MAX_ABS_ASYMMETRY,
+        "plausible_ml": [f"{v:g}" for v in PLAUSIBLE_ML],
         "methods": methods_text(cohort, Z_LIMIT, MIN_VIEW_DICE),
         "paper": PAPER,
     }
