@@ -60,6 +60,9 @@ def export(
     vnets = (half_precision(ckpt["vnet1"]), half_precision(ckpt["vnet2"]))
     spec = dataclasses.replace(spec_from_dict(ckpt["spec"]), grid_mm=grid_mm)
     bundle = bundle_dict(spec, *vnets)
+    localiser = _init_localiser(run)
+    if localiser is not None:  # fine-tuned from a bundle: keep the localiser it had
+        bundle["localiser"] = localiser
     bundle["trained_iterations"] = int(ckpt["iteration"])
     bundle["best_validation_dice"] = float(ckpt["best_dice"])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -69,6 +72,19 @@ def export(
         f"({out.stat().st_size / 1e6:.2f} MB)"
     )
     return out
+
+
+def _init_localiser(run: Path) -> dict | None:
+    """The localiser entry of the bundle the run started from (its config's ``init1``)."""
+    import json
+
+    from lofihippseg.models.registry import safe_torch_load
+
+    init = json.loads((run / "config.json").read_text()).get("init1")
+    if not init or not Path(init).is_file():
+        return None
+    data = safe_torch_load(Path(init))
+    return data.get("localiser") if isinstance(data, dict) else None
 
 
 def main() -> None:

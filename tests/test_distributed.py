@@ -15,7 +15,7 @@ from training_data import make_lisa_dataset, small_config
 from lofihippseg.training import distributed as D
 from lofihippseg.training import loop
 from lofihippseg.training.checkpoint import load_checkpoint
-from lofihippseg.training.data import TrainingSamples
+from lofihippseg.training.data import TrainingSamples, collect_cases
 from lofihippseg.training.losses import LossConfig
 from lofihippseg.training.steps import train_step
 
@@ -34,7 +34,7 @@ EXACT = LossConfig(critic_fraction=1.0)
 
 
 def global_batch(config, n: int = 4) -> dict[str, torch.Tensor]:
-    cases, _ = loop.collect_cases(config)
+    cases, _ = collect_cases(config)
     ds = TrainingSamples(cases, config)
     items = [ds[i] for i in range(n)]
     return {k: torch.stack([it[k] for it in items]) for k in items[0]}

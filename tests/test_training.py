@@ -14,7 +14,7 @@ from lofihippseg.models.registry import ModelSpec, build_vnet
 from lofihippseg.training import loop, steps
 from lofihippseg.training.checkpoint import load_checkpoint, load_init
 from lofihippseg.training.config import TrainConfig, released_recipe
-from lofihippseg.training.data import GlobalBatchSampler, TrainingSamples
+from lofihippseg.training.data import GlobalBatchSampler, TrainingSamples, collect_cases
 from lofihippseg.training.distributed import DistContext
 
 
@@ -74,7 +74,7 @@ def test_released_recipe_leaves_critic_untrained(dataset, tmp_path):
 
 def test_released_training_feeds_the_image_to_both_networks(dataset, tmp_path):
     paper = small_config(dataset, tmp_path, use_augmentation=False)
-    cases, _ = loop.collect_cases(paper)
+    cases, _ = collect_cases(paper)
     assert "view2" in TrainingSamples(cases, paper)[0]
     assert "view2" not in TrainingSamples(cases, released_recipe(paper))[0]
 
@@ -158,7 +158,7 @@ def test_global_batches_split_over_processes():
 
 def test_samples_are_deterministic_and_foreground_sampling_finds_labels(dataset, tmp_path):
     config = small_config(dataset, tmp_path, foreground_fraction=1.0, patch_size=(16, 16, 16))
-    cases, _ = loop.collect_cases(config)
+    cases, _ = collect_cases(config)
     ds = TrainingSamples(cases, config)
     a, b = ds[5], ds[5]
     assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])

@@ -68,7 +68,7 @@ def build_config(
     base: dict[str, Any] = read_json_settings(config_json) if config_json else {}
     if data:
         base["data"] = list(data)
-    for key in ("synthetic", "out_dir", "name"):  # needed by validation of the base config
+    for key in ("synthetic", "unsided", "out_dir", "name"):  # validated with the base config
         if key in top:
             base[key] = top[key]
     config = from_dict(TrainConfig, base)
@@ -102,6 +102,29 @@ def build_config(
     "--synthetic-fraction",
     type=float,
     help="Probability that a training sample is synthetic when DATA is also given.",
+)
+@click.option(
+    "--unsided",
+    multiple=True,
+    type=click.Path(exists=True, path_type=str),
+    help="Labelled crops whose labels carry no side (e.g. the MSD hippocampus crops; any label "
+    "> 0 is the hippocampus): trained on whichever output channel already overlaps them more, "
+    "validated with the sides merged. Repeatable.",
+)
+@click.option(
+    "--unsided-fraction",
+    type=float,
+    help="Probability that a training sample is an unsided crop when other data is given.",
+)
+@click.option(
+    "--unsided-voxel-mm",
+    type=float,
+    help="Resample unsided crops to this isotropic voxel size (e.g. the working grid, 1.5).",
+)
+@click.option(
+    "--unsided-invert-prob",
+    type=float,
+    help="Probability of inverting an unsided crop's contrast (T1 toward T2-like; 0).",
 )
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False), help="Parent folder of runs (runs/)."
@@ -231,8 +254,9 @@ def command(data, config_json, recipe, resume, **opts) -> None:
         run = train(resume_config(resume, **keep), resume=Path(resume))
         click.echo(f"run folder: {run}")
         return
-    if not data and not opts["synthetic"] and not config_json:
-        raise click.UsageError("give DATA (labelled cases) and/or --synthetic DIR")
+    opts["unsided"] = tuple(opts["unsided"]) or None
+    if not data and not opts["synthetic"] and not opts["unsided"] and not config_json:
+        raise click.UsageError("give DATA (labelled cases), --unsided DIR and/or --synthetic DIR")
     loss: dict[str, Any] = {}
     critic = opts.pop("critic")
     if critic is None and not config_json and recipe != "released":

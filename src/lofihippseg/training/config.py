@@ -34,6 +34,16 @@ class TrainConfig:
 
     Attributes:
         data: folders (LISA / nnU-Net / MSD layout) or CSV files of labelled cases.
+        unsided: folders or CSV files of labelled crops whose labels carry no side (e.g. the
+            MSD hippocampus crops, labels 1/2 = head/body): every label > 0 is "hippocampus,
+            either side", and the loss takes the output channel that already overlaps it
+            more (``training.unsided``); validated with the sides merged.
+        unsided_fraction: probability that a training sample is an unsided crop (when other
+            data is given; 1.0 is forced when there is none).
+        unsided_voxel_mm: resample unsided crops to this isotropic voxel size when loaded
+            (e.g. the model's working grid); ``None`` keeps their own grid.
+        unsided_invert_prob: probability that an unsided crop's contrast is inverted before
+            augmentation (T1 crops toward T2-like: fluid bright, white matter dark).
         synthetic: folder of label maps for on-the-fly synthetic images (``"packaged"`` = the
             label maps shipped with the package); ``None`` = real cases only.
         synth: settings of the synthetic generator (image size, contrast, artefact ranges).
@@ -71,6 +81,10 @@ class TrainConfig:
     """
 
     data: tuple[str, ...] = ()
+    unsided: tuple[str, ...] = ()
+    unsided_fraction: float = 0.0
+    unsided_voxel_mm: float | None = None
+    unsided_invert_prob: float = 0.0
     synthetic: str | None = None
     synthetic_fraction: float = 0.0
     synth: SynthConfig = field(default_factory=SynthConfig)
@@ -121,15 +135,23 @@ class TrainConfig:
             raise LoFiError(f"learning rate must be a finite number >= 0, got {self.lr}")
         if self.batch_size < 1 or self.iterations < 1 or self.val_every < 1:
             raise LoFiError("batch size, iterations and val_every must be >= 1")
-        if not 0.0 <= self.synthetic_fraction <= 1.0 or not 0.0 <= self.foreground_fraction <= 1.0:
-            raise LoFiError("synthetic_fraction and foreground_fraction must be in [0, 1]")
+        fractions = (self.synthetic_fraction, self.foreground_fraction, self.unsided_fraction)
+        if not all(0.0 <= f <= 1.0 for f in fractions + (self.unsided_invert_prob,)):
+            raise LoFiError(
+                "synthetic_fraction, foreground_fraction, unsided_fraction and "
+                "unsided_invert_prob must be in [0, 1]"
+            )
+        if self.unsided_voxel_mm is not None and not 0.1 <= self.unsided_voxel_mm <= 10.0:
+            raise LoFiError(f"unsided_voxel_mm {self.unsided_voxel_mm}: expected 0.1-10 mm")
         if any(isinstance(k, str) for k in self.synth.tissue_of_label):  # after a JSON round trip
             table = {int(k): v for k, v in self.synth.tissue_of_label.items()}
             object.__setattr__(
                 self, "synth", dataclasses.replace(self.synth, tissue_of_label=table)
             )
-        if not self.data and self.synthetic is None:
-            raise LoFiError("no training data: give DATA (labelled cases) and/or --synthetic DIR")
+        if not self.data and not self.unsided and self.synthetic is None:
+            raise LoFiError(
+                "no training data: give DATA (labelled cases), --unsided DIR and/or --synthetic DIR"
+            )
 
     @classmethod
     def released(cls, **overrides) -> TrainConfig:

@@ -27,12 +27,13 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from lofihippseg.errors import LoFiError
-from lofihippseg.io.datasets import Case
+from lofihippseg.io.datasets import Case, split_dataset
 from lofihippseg.io.nifti import is_image_file, load_image, load_label
 from lofihippseg.models.registry import ModelSpec
 from lofihippseg.preprocessing.prepare import crop_and_normalise
 from lofihippseg.training.augment import augment
 from lofihippseg.training.config import TrainConfig
+from lofihippseg.training.unsided import invert_contrast, mark_unsided, to_isotropic
 from lofihippseg.views.frequency import frequency_view
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,10 @@ class PreparedCase:
     Attributes:
         case_id: name of the case.
         image: normalised crop (D, H, W) float32.
-        label: label crop (D, H, W) uint8 in {0, 1, 2}.
+        label: label crop (D, H, W) uint8 in {0, 1, 2}, or {0, 3} for an unsided crop.
         view2: second view of the whole crop (None when not needed).
         outside: voxels of labels 1 and 2 lying outside the crop (counted as missed by Dice).
+        unsided: the labels carry no side (``training.unsided``).
     """
 
     case_id: str
@@ -57,6 +59,26 @@ class PreparedCase:
     label: np.ndarray
     view2: np.ndarray | None = None
     outside: tuple[int, int] = (0, 0)
+    unsided: bool = False
+
+
+def _split_all(sources: tuple[str, ...], config: TrainConfig) -> tuple[list, list]:
+    train, val = [], []
+    for source in sources:
+        t, v = split_dataset(source, config.val_fraction, config.seed)
+        train += t
+        val += v
+    return train, val
+
+
+def collect_cases(config: TrainConfig) -> tuple[list[Case], list[Case]]:
+    """Training and validation cases of all (sided) data sources, each split with its lists."""
+    return _split_all(config.data, config)
+
+
+def collect_unsided(config: TrainConfig) -> tuple[list[Case], list[Case]]:
+    """Training and validation cases of the unsided sources (``TrainConfig.unsided``)."""
+    return _split_all(config.unsided, config)
 
 
 def prepare_arrays(
@@ -77,13 +99,35 @@ def prepare_arrays(
     return PreparedCase(case_id, crop, inside, view2, outside)  # type: ignore[arg-type]
 
 
-def load_case(case: Case, spec: ModelSpec, with_view2: bool) -> PreparedCase:
-    """Read a labelled case from disk and prepare it."""
+def load_case(
+    case: Case,
+    spec: ModelSpec,
+    with_view2: bool,
+    unsided: bool = False,
+    voxel_mm: float | None = None,
+) -> PreparedCase:
+    """Read a labelled case from disk and prepare it.
+
+    Args:
+        case: image and label paths.
+        spec: the model's preprocessing settings.
+        with_view2: also compute the second (frequency) view of the whole crop.
+        unsided: the labels carry no side: any label > 0 becomes ``UNSIDED``.
+        voxel_mm: resample an unsided crop to this isotropic voxel size first.
+    """
     if case.label is None:
         raise LoFiError(f"{case.image}: training case {case.case_id} has no label map")
     image = load_image(case.image)
     label = load_label(case.label, reference=image, allowed={0, 1, 2})
-    return prepare_arrays(case.case_id, image.data, label.data, spec, with_view2)
+    if not unsided:
+        return prepare_arrays(case.case_id, image.data, label.data, spec, with_view2)
+    if voxel_mm is not None:
+        data, lab = to_isotropic(image.data, label.data, image.spacing, voxel_mm)
+    else:
+        data, lab = image.data, mark_unsided(label.data)
+    prepared = prepare_arrays(case.case_id, data, lab, spec, with_view2)
+    prepared.unsided = True
+    return prepared
 
 
 def synthetic_label_maps(source: str) -> list[Path]:
@@ -153,30 +197,36 @@ class TrainingSamples(Dataset):
         torch.Size([1, 128, 128, 128])
     """
 
-    def __init__(self, cases: list[Case], config: TrainConfig):
+    def __init__(self, cases: list[Case], config: TrainConfig, unsided: list[Case] | None = None):
         self.cases = list(cases)
+        self.unsided = list(unsided or [])
         self.config = config
         self.with_view2 = config.train_second_view and not config.single_view
-        self._cache: dict[int, PreparedCase] = {}
+        self._cache: dict[tuple[bool, int], PreparedCase] = {}
         self._synth = None
-        if not self.cases and config.synthetic is None:
+        if not self.cases and not self.unsided and config.synthetic is None:
             raise LoFiError(
                 "no training cases: every case went to validation; lower --val-fraction"
             )
         if config.cache_cases:
             for i in range(len(self.cases)):
                 self._case(i)
+            for i in range(len(self.unsided)):
+                self._case(i, unsided=True)
 
     def __len__(self) -> int:
         return sys.maxsize  # an endless stream; the sampler decides which indices are drawn
 
-    def _case(self, i: int) -> PreparedCase:
-        if i in self._cache:
-            return self._cache[i]
+    def _case(self, i: int, unsided: bool = False) -> PreparedCase:
+        key = (unsided, i)
+        if key in self._cache:
+            return self._cache[key]
         view_now = self.with_view2 and not self.config.use_augmentation
-        prepared = load_case(self.cases[i], self.config.model, with_view2=view_now)
+        case = (self.unsided if unsided else self.cases)[i]
+        voxel = self.config.unsided_voxel_mm if unsided else None
+        prepared = load_case(case, self.config.model, view_now, unsided, voxel)
         if self.config.cache_cases:
-            self._cache[i] = prepared
+            self._cache[key] = prepared
         return prepared
 
     def _synthetic(self, g: torch.Generator) -> PreparedCase:
@@ -194,16 +244,26 @@ class TrainingSamples(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         cfg = self.config
         g = torch.Generator().manual_seed((cfg.seed * _MIX + int(index)) % (2**63 - 1))
-        synthetic = cfg.synthetic is not None and (
-            not self.cases or float(torch.rand((), generator=g)) < cfg.synthetic_fraction
+        others = bool(self.cases) or cfg.synthetic is not None
+        unsided = bool(self.unsided) and (
+            not others or float(torch.rand((), generator=g)) < cfg.unsided_fraction
         )
-        if synthetic:
+        synthetic = (
+            not unsided
+            and cfg.synthetic is not None
+            and (not self.cases or float(torch.rand((), generator=g)) < cfg.synthetic_fraction)
+        )
+        if unsided:
+            case = self._case(int(torch.randint(len(self.unsided), (), generator=g)), True)
+        elif synthetic:
             case = self._synthetic(g)
         else:
             case = self._case(int(torch.randint(len(self.cases), (), generator=g)))
         image = torch.from_numpy(case.image)[None]
         label = torch.from_numpy(case.label.astype(np.int64))
         view2 = None if case.view2 is None else torch.from_numpy(case.view2)[None]
+        if unsided and float(torch.rand((), generator=g)) < cfg.unsided_invert_prob:
+            image, view2 = invert_contrast(image), None  # the view follows the new contrast
         if cfg.use_augmentation:
             region = tuple(p + 2 * max(int(p * AUGMENT_MARGIN), 8) for p in cfg.patch_size)
             (image,), label = sample_patch([image[0]], label, region, cfg.foreground_fraction, g)

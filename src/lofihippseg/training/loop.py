@@ -20,7 +20,6 @@ from tqdm import tqdm
 from lofihippseg.config import load_settings, save_json, to_dict
 from lofihippseg.errors import LoFiError
 from lofihippseg.io.atomic import atomic_path, remove_stale_temps
-from lofihippseg.io.datasets import split_dataset
 from lofihippseg.io.paths import ensure_writable_dir, safe_output_path
 from lofihippseg.models.registry import build_critic, build_vnet, load_weights
 from lofihippseg.training import distributed as D
@@ -36,10 +35,13 @@ from lofihippseg.training.data import (
     GlobalBatchSampler,
     PreparedCase,
     TrainingSamples,
+    collect_cases,
+    collect_unsided,
     load_case,
     prepare_arrays,
     synthetic_label_maps,
 )
+from lofihippseg.training.plan import check_fits, device_budget
 from lofihippseg.training.steps import NonFiniteLoss, TrainState, lr_factor, train_step
 from lofihippseg.training.validation import validate
 
@@ -53,29 +55,25 @@ METRIC_FIELDS = [
     "dice_fused",
     "dice_left",
     "dice_right",
+    "dice_unsided",
     "best_dice",
     "seconds",
     "val_seconds",
 ]
 
 
-def collect_cases(config: TrainConfig) -> tuple[list, list]:
-    """Training and validation cases of all data sources (each split with its own lists)."""
-    train, val = [], []
-    for source in config.data:
-        t, v = split_dataset(source, config.val_fraction, config.seed)
-        train += t
-        val += v
-    return train, val
-
-
-def validation_cases(config: TrainConfig, val: list) -> list[PreparedCase]:
-    """Prepared validation volumes: the real ones, else fixed synthetic ones."""
+def validation_cases(
+    config: TrainConfig, val: list, unsided_val: list | None = None
+) -> list[PreparedCase]:
+    """Prepared validation volumes: the real ones (sided, then unsided), else fixed synthetic
+    ones."""
     spec = config.model
+    voxel = config.unsided_voxel_mm
+    unsided = [load_case(c, spec, True, True, voxel) for c in unsided_val or []]
     if val:
-        return [load_case(c, spec, with_view2=True) for c in val]
+        return [load_case(c, spec, with_view2=True) for c in val] + unsided
     if config.synthetic is None or config.n_val_synthetic <= 0:
-        return []
+        return unsided
     from lofihippseg.synth.generator import SyntheticGenerator
 
     gen = SyntheticGenerator(synthetic_label_maps(config.synthetic), config.synth_config())
@@ -83,7 +81,7 @@ def validation_cases(config: TrainConfig, val: list) -> list[PreparedCase]:
     for i in range(config.n_val_synthetic):
         s = gen.sample(torch.Generator().manual_seed(config.seed + 7919 * (i + 1)))
         out.append(prepare_arrays(f"synthetic_{i}", s.image.numpy(), s.label.numpy(), spec, True))
-    return out
+    return out + unsided
 
 
 def _run_dir(config: TrainConfig, ctx: D.DistContext) -> Path:
@@ -206,8 +204,6 @@ def train(
 
 
 def _train(config: TrainConfig, ctx: D.DistContext, resume, stop_at) -> Path:
-    from lofihippseg.training.plan import check_fits, device_budget
-
     check_fits(config, device_budget(str(ctx.device)))  # a clear error, not an OOM kill
     run = Path(resume) if resume is not None else _run_dir(config, ctx)
     ckpt_dir = run / "checkpoints"
@@ -218,8 +214,9 @@ def _train(config: TrainConfig, ctx: D.DistContext, resume, stop_at) -> Path:
     handler = _log_to(run) if ctx.is_main else None
     try:
         train_cases, val = collect_cases(config)
-        val_cases = validation_cases(config, val) if ctx.is_main else []
-        state, done = _build(config, ctx, len(train_cases))
+        unsided_train, unsided_val = collect_unsided(config)
+        val_cases = validation_cases(config, val, unsided_val) if ctx.is_main else []
+        state, done = _build(config, ctx, len(train_cases) + len(unsided_train))
         start, best = 0, -1.0
         if resume is not None:
             ckpt = load_checkpoint(ckpt_dir / "last.pt", map_location=ctx.device)
@@ -234,18 +231,20 @@ def _train(config: TrainConfig, ctx: D.DistContext, resume, stop_at) -> Path:
             torch.manual_seed(config.seed)
         stop = min(stop_at or config.iterations, config.iterations)
         log.info(
-            "run %s: recipe %s (critic %s), %d training / %d validation cases%s, device %s x%d; %s",
+            "run %s: recipe %s (critic %s), %d training / %d validation cases%s%s, "
+            "device %s x%d; %s",
             run,
             config.recipe,
             "on" if config.loss.needs_critic else "off",
-            len(train_cases),
+            len(train_cases) + len(unsided_train),
             len(val_cases),
+            f" ({len(unsided_train)} training crops without side)" if unsided_train else "",
             " + synthetic" if config.synthetic else "",
             ctx.device,
             ctx.world_size,
             "; ".join(done) or "random init",
         )
-        dataset = TrainingSamples(train_cases, config)
+        dataset = TrainingSamples(train_cases, config, unsided_train)
         loader = DataLoader(
             dataset,
             batch_size=config.batch_size // ctx.world_size,
@@ -323,13 +322,15 @@ def _loop(config, ctx, state, loader, val_cases, run, start, stop, best) -> None
                     "val_seconds": round(time.time() - val_start, 2),
                 }
                 _append_csv(metrics_path, row)
+                merged = scores["dice_unsided"]
                 log.info(
-                    "iteration %d: loss %.4f, Dice view1 %.3f view2 %.3f fused %.3f",
+                    "iteration %d: loss %.4f, Dice view1 %.3f view2 %.3f fused %.3f%s",
                     it,
                     row["loss"],
                     scores["dice1"],
                     scores["dice2"],
                     scores["dice_fused"],
+                    "" if merged != merged else f" (crops without side, merged: {merged:.3f})",
                 )
                 bar.set_postfix(loss=f"{out['loss']:.4f}", val_dice=f"{scores['dice_fused']:.3f}")
                 losses = []
@@ -372,8 +373,12 @@ def _trim_metrics(path: Path, iteration: int) -> None:
 
 def _append_csv(path: Path, row: dict) -> None:
     new = not path.exists()
+    fields = METRIC_FIELDS
+    if not new:  # a run resumed by a newer version keeps its file's columns
+        with path.open(newline="") as fh:
+            fields = next(csv.reader(fh), None) or METRIC_FIELDS
     with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         if new:
             writer.writeheader()
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})

@@ -327,11 +327,11 @@ def apply_plan(config, plan: Plan, explicit: set[str]):
 
 def plan_for_config(config, time_budget_minutes: float | None = None) -> tuple[Plan, DeviceBudget]:
     """Fingerprint the config's data (or its synthetic generator) and plan for its device."""
-    from lofihippseg.training.loop import collect_cases
+    from lofihippseg.training.data import collect_cases, collect_unsided
 
     budget = device_budget(config.device)
-    if config.data:
-        train_cases, _ = collect_cases(config)
+    if config.data or config.unsided:
+        train_cases = collect_cases(config)[0] or collect_unsided(config)[0]
         fp = fingerprint_cases(train_cases)
     else:
         fp = synthetic_fingerprint(config.synth.output_shape)

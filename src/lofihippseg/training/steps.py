@@ -30,6 +30,7 @@ from lofihippseg.training.losses import (
     one_hot_targets,
     supervised_loss,
 )
+from lofihippseg.training.unsided import resolve_unsided
 
 
 class NonFiniteLoss(LoFiError):
@@ -161,7 +162,7 @@ def train_step(
     device = ctx.device
     image = batch["image"].to(device, non_blocking=True)
     view2 = batch["view2"].to(device, non_blocking=True) if "view2" in batch else image
-    target = one_hot_targets(batch["label"].to(device, non_blocking=True))
+    label = batch["label"].to(device, non_blocking=True)
     reduce = sum_reducer(ctx)
     critic = state.critic if cfg.needs_critic else None
     amp = amp and device.type == "cuda"
@@ -173,6 +174,8 @@ def train_step(
         logits2 = None if single_view else state.vnet2(view2)
         p1 = torch.sigmoid(logits1.float())
         p2 = None if logits2 is None else torch.sigmoid(logits2.float())
+        # crops without side: their hippocampus goes to the channel that overlaps it more
+        target = one_hot_targets(resolve_unsided(label, p1 if p2 is None else p1 + p2))
         total = _network_loss(
             logits1, target, p2, critic, cfg, reduce, terms, "1", mutual_scale, generator
         )

@@ -3,7 +3,8 @@
 Each network runs on its whole view of the prepared crop, padded to a multiple of 16 (or with
 MONAI's sliding window when the volume is larger than ``max_voxels``). The fused output is the
 mean of the two probability maps. A voxel is labelled when its larger channel exceeds 0.5, with
-the side of the larger probability; label voxels outside the crop count as missed.
+the side of the larger probability; label voxels outside the crop count as missed. Crops
+without side (``PreparedCase.unsided``) are scored with both sides merged.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from lofihippseg.models.onednn import prefer_onednn
 from lofihippseg.models.vnet import SIZE_MULTIPLE
 from lofihippseg.preprocessing.crop import pad_to_multiple
 from lofihippseg.training.data import PreparedCase
+from lofihippseg.training.unsided import merged_dice
 
 
 def probabilities(
@@ -62,7 +64,11 @@ def labels_from_probabilities(probs: torch.Tensor) -> torch.Tensor:
 
 
 def dice_scores(pred: torch.Tensor, case: PreparedCase) -> tuple[float, float]:
-    """Dice of labels 1 and 2 (1.0 when both prediction and truth are empty)."""
+    """Dice of labels 1 and 2 (1.0 when both prediction and truth are empty); for a crop
+    without side, the merged Dice twice."""
+    if case.unsided:
+        merged = merged_dice(pred, case.label)
+        return merged, merged
     truth = torch.from_numpy(case.label.astype(np.int64))
     scores = []
     for value, outside in zip((1, 2), case.outside, strict=True):
@@ -82,7 +88,9 @@ def validate(
     max_voxels: int,
     amp: bool = False,
 ) -> dict[str, float]:
-    """Mean Dice over the cases: ``dice1``, ``dice2``, ``dice_fused`` (+ left/right of fused).
+    """Mean Dice over the cases: ``dice1``, ``dice2``, ``dice_fused`` (+ left/right of fused
+    over the cases with sides, and ``dice_unsided``, fused, over the crops without side; NaN
+    where there are none).
 
     ``vnet2=None`` (single-view ablation): everything is network 1 on view 1. The networks are
     put in eval mode and back in train mode afterwards.
@@ -108,11 +116,13 @@ def validate(
             d1 = dice_scores(labels_from_probabilities(prob1), case)
             d2 = dice_scores(labels_from_probabilities(prob2), case)
             df = dice_scores(labels_from_probabilities((prob1 + prob2) / 2), case)
-            rows.append([np.mean(d1), np.mean(d2), np.mean(df), df[0], df[1]])
+            nan = float("nan")
+            sides = (nan, nan, df[0]) if case.unsided else (df[0], df[1], nan)
+            rows.append([np.mean(d1), np.mean(d2), np.mean(df), *sides])
     finally:
         for n, mode in zip(nets, modes, strict=True):
             n.train(mode)
-    names = ("dice1", "dice2", "dice_fused", "dice_left", "dice_right")
-    if not rows:
-        return {k: float("nan") for k in names}
-    return {k: float(v) for k, v in zip(names, np.mean(np.array(rows), axis=0), strict=True)}
+    names = ("dice1", "dice2", "dice_fused", "dice_left", "dice_right", "dice_unsided")
+    table = np.array(rows, dtype=float).reshape(-1, len(names))
+    means = [float(np.nanmean(col)) if np.isfinite(col).any() else float("nan") for col in table.T]
+    return dict(zip(names, means, strict=True))

@@ -1,0 +1,134 @@
+"""Crops without side (MSD-like): side-agnostic targets, merged validation, CLI option."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import write_nifti
+from training_data import make_lisa_dataset, small_config
+
+from lofihippseg.cli.train import command
+from lofihippseg.io.datasets import Case
+from lofihippseg.training import loop
+from lofihippseg.training.data import PreparedCase, TrainingSamples, collect_unsided, load_case
+from lofihippseg.training.unsided import UNSIDED, resolve_unsided, to_isotropic
+from lofihippseg.training.validation import validate
+
+
+def make_crops(root, n=4, size=(20, 26, 18), seed=0):
+    """MSD-like crops: one bright blob with labels 1 (front) and 2 (back), no side."""
+    rng = np.random.default_rng(seed)
+    for k in range(n):
+        image = rng.normal(100, 10, size).astype(np.float32)
+        label = np.zeros(size, np.uint8)
+        label[6:14, 6:13, 5:13] = 1
+        label[6:14, 13:20, 5:13] = 2
+        image[label > 0] += 120
+        write_nifti(root / "imagesTr" / f"hippocampus_{k:03d}.nii.gz", image)
+        write_nifti(root / "labelsTr" / f"hippocampus_{k:03d}.nii.gz", label)
+    return root
+
+
+def test_resolve_unsided_gives_each_sample_the_side_its_prediction_favours():
+    label = torch.zeros(3, 4, 4, 4, dtype=torch.long)
+    label[0, 1:3, 1:3, 1:3] = UNSIDED
+    label[1, 1:3, 1:3, 1:3] = UNSIDED
+    label[2, 0, 0, 0] = 1  # a sided sample is left alone
+    probs = torch.zeros(3, 2, 4, 4, 4)
+    probs[0, 0] = 0.7  # sample 0: left overlaps more
+    probs[1, 1] = 0.6  # sample 1: right overlaps more
+    out = resolve_unsided(label, probs)
+    assert set(out[0].unique().tolist()) == {0, 1}
+    assert set(out[1].unique().tolist()) == {0, 2}
+    assert torch.equal(out[2], label[2])
+    assert int((out[1] == 2).sum()) == int((label[1] == UNSIDED).sum())
+
+
+def test_crops_are_marked_and_resampled_to_the_working_grid(tmp_path):
+    image = np.random.default_rng(0).random((30, 45, 33)).astype(np.float32)
+    label = np.zeros((30, 45, 33), np.uint8)
+    label[9:21, 9:36, 9:24] = 2
+    img, lab = to_isotropic(image, label, (1.0, 1.0, 1.0), 1.5)
+    assert img.shape == lab.shape == (20, 30, 22)
+    assert set(np.unique(lab).tolist()) == {0, UNSIDED}
+    # the hippocampus keeps its volume (mm^3) within the resampling's rounding
+    assert abs((lab > 0).sum() * 1.5**3 - (label > 0).sum()) / (label > 0).sum() < 0.1
+
+
+def test_unsided_samples_invert_and_validate_merged(tmp_path):
+    crops = make_crops(tmp_path / "crops")
+    config = small_config(
+        make_lisa_dataset(tmp_path / "lisa"),
+        tmp_path,
+        unsided=(str(crops),),
+        unsided_fraction=1.0,
+        unsided_invert_prob=1.0,
+        use_augmentation=False,
+        foreground_fraction=1.0,
+    )
+    train, val = collect_unsided(config)
+    assert len(train) + len(val) == 4 and val
+    samples = TrainingSamples([], config, train)
+    item = samples[0]
+    assert set(item["label"].unique().tolist()) <= {0, UNSIDED}
+    assert int((item["label"] == UNSIDED).sum()) > 0
+    # inverted: the hippocampus (bright in the crop) is now darker than the rest of the crop
+    inside = item["image"][0][item["label"] == UNSIDED].mean()
+    crop = load_case(train[0], config.model, False, unsided=True)
+    assert crop.unsided and inside < 0.5
+
+    class Fixed(torch.nn.Module):  # finds the bright hippocampus, on the right channel only
+        def forward(self, x):
+            out = torch.full((x.shape[0], 2, *x.shape[2:]), -10.0)
+            out[:, 1] = torch.where(x[:, 0] > 0.5, 10.0, -10.0)
+            return out
+
+    case = PreparedCase("c", crop.image, crop.label, None, (0, 0), unsided=True)
+    scores = validate(Fixed(), None, [case], torch.device("cpu"), (32,) * 3, 10**7)
+    assert scores["dice_unsided"] == pytest.approx(1.0)
+    assert np.isnan(scores["dice_left"]) and scores["dice_fused"] == pytest.approx(1.0)
+
+
+def test_training_with_crops_and_cases_records_merged_dice(tmp_path):
+    crops = make_crops(tmp_path / "crops")
+    config = small_config(
+        make_lisa_dataset(tmp_path / "lisa"),
+        tmp_path,
+        unsided=(str(crops),),
+        unsided_fraction=0.5,
+        unsided_voxel_mm=1.5,
+        unsided_invert_prob=0.5,
+    )
+    run = loop.train(config)
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert rows and 0.0 <= float(rows[-1]["dice_unsided"]) <= 1.0
+    assert 0.0 <= float(rows[-1]["dice_left"]) <= 1.0
+    assert "crops without side" in (run / "train.log").read_text()
+
+
+def test_cli_train_takes_unsided_crops_alone(tmp_path):
+    crops = make_crops(tmp_path / "crops")
+    args = ["--unsided", str(crops), "--iterations", "2", "--val-every", "2",
+            "--patch", "32", "--batch", "2", "--n-filters", "4", "--no-plan", "--device", "cpu",
+            "--num-workers", "0", "--out", str(tmp_path / "runs"), "--name", "u",
+            "--unsided-voxel-mm", "1.5"]  # fmt: skip
+    result = CliRunner().invoke(command, args)
+    assert result.exit_code == 0, result.output
+    row = list(csv.DictReader((tmp_path / "runs" / "u" / "metrics.csv").open()))[-1]
+    assert row["dice_left"] == "nan" and float(row["dice_unsided"]) >= 0.0
+
+
+def test_unsided_crop_with_unknown_labels_is_refused(tmp_path):
+    crops = make_crops(tmp_path / "crops", n=1)
+    write_nifti(crops / "labelsTr" / "hippocampus_000.nii.gz", np.full((20, 26, 18), 7, np.uint8))
+    case = Case("hippocampus_000", crops / "imagesTr" / "hippocampus_000.nii.gz",
+                crops / "labelsTr" / "hippocampus_000.nii.gz")  # fmt: skip
+    from lofihippseg.errors import LoFiError
+    from lofihippseg.models.registry import ModelSpec
+
+    with pytest.raises(LoFiError, match="hippocampus_000"):
+        load_case(case, ModelSpec(), False, unsided=True)
