@@ -215,6 +215,9 @@ def summarise(name: str, rows: list[dict]) -> None:
             f"[{name}] mean {key}: {vals.mean():.3f} "
             f"(median {np.median(vals):.3f}, min {vals.min():.3f}, max {vals.max():.3f})"
         )
+    ratios = [r[f"{s}_ml"] / r[f"gt_{s}_ml"] for r in rows for s in ("left", "right")]
+    print(f"[{name}] predicted / true volume: median {np.median(ratios):.2f} "
+          f"(mean {np.mean(ratios):.2f}, {min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
     roi = sum(isinstance(r["roi"], list) for r in rows)
     by_localiser = sum(isinstance(r["roi"], list) and r["roi_source"] == "localiser" for r in rows)
     own = sum(found_on_own_side(r) for r in rows)
