@@ -1,0 +1,12 @@
+#!/bin/sh
+# Entry point of the LoFiHippSeg image.
+#   IMAGE BIDS_DIR OUTPUT_DIR participant|group [options]  -> lofihippseg bids ...  (the BIDS App)
+#   IMAGE lofihippseg COMMAND ...                           -> any lofihippseg command
+#   IMAGE python|python3|bash|sh ...                        -> that program
+#   IMAGE --version                                         -> lofihippseg --version
+case "${1:-}" in
+    lofihippseg|python|python3|python3.11|bash|sh) exec "$@" ;;
+    --version) exec lofihippseg --version ;;
+    "") exec lofihippseg bids --help ;;
+esac
+exec lofihippseg bids "$@"
