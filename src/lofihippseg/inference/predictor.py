@@ -1,13 +1,15 @@
 """One scan in, hippocampi out: the dual-view inference pipeline.
 
-Canonical volume (``io.nifti.load_image``) -> crop to the non-zero box and normalise exactly as
-in training (``preprocessing.prepare.crop_and_normalise``) -> resample to the model's working
-grid if it has one (``ModelSpec.grid_mm``; ROI boxes in ``info`` are then in its voxels) ->
+Canonical volume (``io.nifti.load_image``) -> (a scan much finer than the model's working grid:
+averaged over whole blocks of voxels first, ``inference.regrid``) -> crop to the non-zero box
+and normalise exactly as in training (``preprocessing.prepare.crop_and_normalise``) -> resample
+to the model's working grid if it has one (``ModelSpec.grid_mm``; ROI boxes in ``info`` are then
+in its voxels) ->
 view 1 = the crop, view 2 = ``frequency_view(crop)`` -> VNet 1 on view 1, VNet 2 on view 2
 (whole volume, sliding windows or a located region of interest; optional mirror TTA) ->
-sigmoid -> probabilities back onto the input's grid -> fusion -> threshold -> left/right
-overlap rule -> optional largest component per side -> pasted back into the full canonical
-volume. ``io.nifti.save_like`` then writes it on the input's exact grid.
+sigmoid -> probabilities back onto the input's grid (only where a label can be) -> fusion ->
+threshold -> left/right overlap rule -> optional largest component per side -> pasted back
+into the full canonical volume. ``io.nifti.save_like`` then writes it on the input's exact grid.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lofihippseg.inference import regrid
 from lofihippseg.inference import roi as roi_mod
 from lofihippseg.inference.fusion import disagreement, fuse_to_labels, view_agreement_dice
 from lofihippseg.inference.model_loading import LoadedModel
@@ -45,10 +48,11 @@ class Prediction:
 
     Attributes:
         labels: uint8 label map of the full volume (0 background, 1 left, 2 right).
-        prob1: view 1 probabilities (2, ...) of the crop ``box``.
-        prob2: view 2 probabilities (2, ...) of the crop.
-        fused: fused probabilities (2, ...) of the crop.
-        box: where the crop lies in the full volume.
+        prob1: view 1 probabilities (2, ...) in ``box``.
+        prob2: view 2 probabilities (2, ...) in ``box``.
+        fused: fused probabilities (2, ...) in ``box``.
+        box: where those arrays lie in the full volume: the crop, or, when the networks ran
+            on another grid, the window of it that can hold a label (``inference.regrid``).
         view_dice: Dice between the two views' foreground masks (quality flag).
         timings: seconds per stage.
         info: how it was run (fusion, overlap rule, ROI box, fallbacks).
@@ -215,6 +219,21 @@ class Predictor:
         mm = self.settings.grid_mm(self.spec.grid_mm)
         return None if mm is None else working_grid(shape, spacing, mm)
 
+    def _back_to_input(
+        self, maps: list[np.ndarray], box: Box, fine_shape: tuple[int, ...]
+    ) -> tuple[list[np.ndarray], Box]:
+        """Probability maps resampled onto the input's grid in the window that can hold a
+        label (``regrid``), and that window's box in the full volume."""
+        floor = min(regrid.PROB_FLOOR, self.settings.threshold)
+        support = regrid.support_box(maps, floor)
+        limit = tuple(b.stop - b.start for b in box)
+        window = regrid.window_for(support, maps[0].shape[-3:], fine_shape, limit)
+        maps = [regrid.resize_window(torch.from_numpy(m), fine_shape, window).numpy() for m in maps]
+        box = tuple(
+            slice(b.start + w.start, b.start + w.stop) for b, w in zip(box, window, strict=True)
+        )
+        return maps, box  # type: ignore[return-value]
+
     def _labels(self, p1: np.ndarray, p2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return fuse_to_labels(p1, p2, self.fusion, self.settings.threshold, self.overlap_rule)
 
@@ -228,15 +247,23 @@ class Predictor:
         timings: dict[str, float] = {}
         info: dict[str, Any] = self.describe()
         start = time.perf_counter()
-        crop, box = crop_and_normalise(
-            volume.data, margin=self.spec.crop_margin, clip_percentiles=self.spec.clip_percentiles
+        # a scan much finer than the working grid is averaged over whole blocks first
+        factors = regrid.pool_factors(volume.spacing, self.settings.grid_mm(self.spec.grid_mm))
+        pooled = any(f > 1 for f in factors)
+        data = regrid.pool(volume.data, factors) if pooled else volume.data
+        crop, coarse_box = crop_and_normalise(
+            data, margin=self.spec.crop_margin, clip_percentiles=self.spec.clip_percentiles
         )
+        box, fine_shape = regrid.fine_box(coarse_box, factors, volume.data.shape)
         view1 = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))
-        grid = self._working_grid(crop.shape, volume.spacing)
-        spacing = volume.spacing
+        spacing = tuple(s * f for s, f in zip(volume.spacing, factors, strict=True))
+        grid = self._working_grid(crop.shape, spacing)
         if grid is not None:
             view1, spacing = resize(view1, grid.shape), grid.spacing
+        if grid is not None or pooled:
             info["grid_spacing_mm"] = [round(s, 3) for s in spacing]
+        if pooled:
+            info["pooled_voxels"] = list(factors)
         view1 = view1.to(self.device)
         if self.model.single_view:
             view2 = view1
@@ -257,9 +284,9 @@ class Predictor:
             ]
             labelled = None
         timings["inference_s"] = time.perf_counter() - t
-        if grid is not None:  # probabilities back onto the input's own grid, labelled there
+        if grid is not None or pooled:  # probabilities back onto the input's grid, labelled there
             t = time.perf_counter()
-            maps = [resize(torch.from_numpy(m), crop.shape).numpy() for m in maps]
+            maps, box = self._back_to_input(maps, box, fine_shape)
             timings["regrid_s"] = time.perf_counter() - t
             labelled = None
         labels_crop, fused = labelled or self._labels(*maps)

@@ -200,12 +200,13 @@ def _load_raw(path: str | Path) -> tuple[nib.spatialimages.SpatialImage, np.ndar
 
 
 def _canonical(
-    img: nib.spatialimages.SpatialImage, array: np.ndarray
+    img: nib.spatialimages.SpatialImage, array: np.ndarray, dtype: type | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
+    """The array in canonical voxel order (one C-ordered copy, cast to ``dtype`` on the way)."""
     ornt = io_orientation(img.affine)
     data = apply_orientation(array, ornt)
     affine = img.affine @ inv_ornt_aff(ornt, array.shape)
-    return np.ascontiguousarray(data), affine
+    return np.ascontiguousarray(data, dtype=dtype), affine
 
 
 def _spacing(affine: np.ndarray) -> tuple[float, float, float]:
@@ -237,10 +238,9 @@ def load_image(path: str | Path, allow_empty: bool = False) -> Volume:
         raise InputError(
             path, f"values up to {peak:.3g} do not fit float32; rescale the image (e.g. to 0-1000)"
         )
-    array = np.asarray(array, dtype=np.float32)
-    if not allow_empty and (array.size == 0 or float(array.max()) == float(array.min())):
+    data, affine = _canonical(img, array, np.float32)  # one copy, however large the image
+    if not allow_empty and (data.size == 0 or float(data.max()) == float(data.min())):
         raise InputError(path, "image is empty (all voxels have the same value)")
-    data, affine = _canonical(img, array)
     return Volume(data=data, affine=affine, spacing=_spacing(affine), source=img, path=path)
 
 

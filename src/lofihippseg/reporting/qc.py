@@ -64,9 +64,12 @@ def _centroid(mask: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     return np.rint(idx.mean(axis=0)).astype(int) if len(idx) else fallback
 
 
-def _display_range(image: np.ndarray) -> tuple[float, float]:
-    nz = image[image != 0]
-    ref = nz if nz.size else image.ravel()
+def _display_range(image: np.ndarray, sample: int = 4_000_000) -> tuple[float, float]:
+    """Grey window from the non-zero voxels' percentiles (of an even subsample of at most
+    about ``sample`` voxels: a 0.5 mm head has 40 million)."""
+    flat = image.ravel()[:: max(1, image.size // sample)]
+    nz = flat[flat != 0]
+    ref = nz if nz.size else flat
     low, high = np.percentile(ref, WINDOW_PERCENTILES)
     return float(low), float(high if high > low else low + 1)
 
