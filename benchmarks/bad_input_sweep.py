@@ -11,11 +11,18 @@ weights), bad option values, resume misuse and unwritable outputs is run through
 that take it (``predict``, ``view``, ``evaluate``, ``train``, ``synth``) in this process, as
 ``lofihippseg ...`` would run them.
 
+Then the round-2 classes of ``sweep_round2.py`` (issue 20): absent (unfetched annex) files,
+an output folder inside the raw BIDS dataset, truncated sidecars and label maps, BIDS failure
+reasons, reports on folders without results, grids differing only in their affines,
+predictions named after their inputs, a 0.5 mm head against a 1 mm one, cohorts whose values
+cannot be right and a bright artefact far from the hippocampi (these run the shipped model).
+
 A case passes when nothing printed a traceback and the outcome is the expected one: ``error``
 = exit code 2 with exactly one ``error:`` line; ``ok`` = exit code 0 (``ok:STATUS`` also needs
-that quality status in ``volumes.csv``); ``any`` = either of those. Prints a table (class,
-command, exit code, expected, verdict, message) and a summary; exits 1 on any failure (a
-traceback, an unexpected success or an unexpected error).
+that quality status in ``volumes.csv``); ``any`` = either of those; ``some failed`` = exit code
+1; round-2 cases also check what was printed or written (else ``WRONG ANSWER``). Prints a table
+(class, command, exit code, expected, verdict, message) and a summary; exits 1 on any failure
+(a traceback, an unexpected success, a wrong answer or an unexpected error).
 """
 
 from __future__ import annotations
@@ -41,6 +48,9 @@ import torch
 
 from lofihippseg.cli import main
 from lofihippseg.models.registry import ModelSpec, build_vnet, bundle_dict
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sweep_round2 import Round2  # noqa: E402
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lofihippseg" / "data"
 SCAN = PACKAGE / "examples" / "synthetic_lowfield_example.nii.gz"
@@ -348,6 +358,28 @@ class Sweep:
         passed, message = judge(outcome, expected, status_of)
         self.rows.append(Row(klass, command, outcome.code, expected, passed, message))
 
+    def verify(self, klass: str, command: str, args: list, code: int, check=None) -> None:
+        """Run, then judge by the exit code (2: exactly one ``error:`` line) and ``check``
+        (outcome -> problem or None): a wrong result that exits as if right is a WRONG ANSWER.
+        Rows named ``round2:setup`` always run (the classes after them need their outputs)."""
+        if self.only and self.only not in f"{klass} {command} round2" and klass != "round2:setup":
+            return
+        outcome = run(args)
+        expected = {0: "ok", 1: "some failed", 2: "error"}[code]
+        message = outcome.error_lines[0] if outcome.error_lines else "done"
+        if outcome.traceback:
+            passed, message = judge(outcome, expected, None)
+        elif outcome.code != code:
+            kind = "UNEXPECTED SUCCESS" if outcome.code == 0 else f"WRONG EXIT {outcome.code}"
+            passed, message = False, f"{kind}: {(outcome.err.strip() or outcome.out)[-200:]}"
+        elif code == 2 and len(outcome.error_lines) != 1:
+            passed, message = False, f"NOT ONE LINE: {outcome.err.strip()[-200:]}"
+        else:
+            problem = check(outcome) if check else None
+            passed = problem is None
+            message = message if passed else f"WRONG ANSWER {problem}"
+        self.rows.append(Row(klass, command, outcome.code, expected, passed, message))
+
     # commands on one input class
     def predict_args(self, inputs, out: Path, *extra) -> list:
         return ["predict", *inputs, "-o", out, "--model", self.model, "--device", "cpu",
@@ -524,6 +556,7 @@ class Sweep:
         self.option_classes()
         self.resume_classes()
         self.output_classes()
+        Round2(self).run_all()  # issue 20: annexed files, cohort edge cases, grids, fine voxels
 
 
 def print_table(rows: list[Row]) -> None:
@@ -554,10 +587,12 @@ def main_sweep() -> int:
     failed = [r for r in sweep.rows if not r.passed]
     tracebacks = sum(r.message.startswith("TRACEBACK") for r in failed)
     unexpected_ok = sum(r.message.startswith("UNEXPECTED SUCCESS") for r in failed)
+    wrong = sum(r.message.startswith("WRONG ANSWER") for r in failed)
     print(
         f"\n{len(sweep.rows)} cases ({len({r.klass for r in sweep.rows})} input classes), "
         f"{len(sweep.rows) - len(failed)} pass, {len(failed)} fail "
-        f"({tracebacks} tracebacks, {unexpected_ok} unexpected successes); "
+        f"({tracebacks} tracebacks, {unexpected_ok + wrong} silent wrong answers: "
+        f"{unexpected_ok} unexpected successes, {wrong} wrong answers); "
         f"{time.time() - start:.0f} s"
     )
     return 1 if failed else 0
