@@ -15,13 +15,15 @@ def nonzero_bbox(data: np.ndarray, margin: int = 1) -> Box:
         >>> nonzero_bbox(a, margin=1)
         (slice(1, 4, None), slice(1, 4, None), slice(1, 4, None))
     """
-    nz = np.nonzero(data)
-    if len(nz[0]) == 0:
-        return tuple(slice(0, s) for s in data.shape)  # type: ignore[return-value]
-    return tuple(  # type: ignore[return-value]
-        slice(max(int(idx.min()) - margin, 0), min(int(idx.max()) + 1 + margin, size))
-        for idx, size in zip(nz, data.shape, strict=True)
-    )
+    mask = np.asarray(data) != 0
+    box = []
+    for axis, size in enumerate(mask.shape):  # per-axis projections: no index arrays
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        idx = np.flatnonzero(mask.any(axis=others))
+        if idx.size == 0:
+            return tuple(slice(0, s) for s in data.shape)  # type: ignore[return-value]
+        box.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, size)))
+    return tuple(box)  # type: ignore[return-value]
 
 
 def pad_to_multiple(
