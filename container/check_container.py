@@ -76,10 +76,11 @@ def runtime_options(engine: str) -> list[str]:
 
 
 def user_options(engine: str) -> list[str]:
-    """Run as the calling user: rootless podman maps it with keep-id, the others by number."""
+    """Run as the calling user, by number; rootless podman also maps it to itself (keep-id)."""
+    user = ["--user", f"{os.getuid()}:{os.getgid()}"]
     if engine == "podman" and os.getuid() != 0:
-        return ["--userns", "keep-id"]
-    return ["--user", f"{os.getuid()}:{os.getgid()}"]
+        return ["--userns", "keep-id", *user]
+    return user
 
 
 def image_exists(engine: str, image: str) -> bool:
