@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_pool import make_case, random_config, split_maps, t2_config  # noqa: E402
@@ -41,6 +40,7 @@ from lofihippseg.inference.predictor import Predictor  # noqa: E402
 from lofihippseg.inference.settings import PredictSettings  # noqa: E402
 from lofihippseg.io.nifti import load_image, load_label, save_volume  # noqa: E402
 from lofihippseg.metrics.evaluate import compute_case_metrics  # noqa: E402
+from lofihippseg.metrics.visibility import edge_visibility  # noqa: E402
 from lofihippseg.synth.dataset import save_scaled_image  # noqa: E402
 from lofihippseg.synth.generator import SyntheticGenerator  # noqa: E402
 
@@ -73,25 +73,6 @@ def plausible(s: dict[str, float], low: float = 1.5, high: float = 6.0) -> bool:
     return sizes and s["left_x"] < s["right_x"]
 
 
-def edge_visibility(image: np.ndarray, inside: np.ndarray) -> float:
-    """|mean inside - mean of a shell 2-3 voxels outside| / std inside (0 when empty).
-
-    Example:
-        >>> img = np.zeros((12, 12, 12)); img[4:8, 4:8, 4:8] = 1.0
-        >>> img += np.random.default_rng(0).normal(0, 0.1, img.shape)
-        >>> round(edge_visibility(img, img > 0.5), 0) > 5
-        True
-    """
-    if not inside.any():
-        return 0.0
-    near = ndimage.binary_dilation(inside, iterations=1)
-    shell = ndimage.binary_dilation(inside, iterations=3) & ~near
-    if not shell.any():
-        return 0.0
-    spread = float(image[inside].std()) or 1e-6
-    return abs(float(image[inside].mean()) - float(image[shell].mean())) / spread
-
-
 def run_case(predictor: Predictor, image: Path, label: Path | None) -> dict:
     """Predict one scan; metrics against ``label`` when given."""
     vol = load_image(image)
@@ -112,7 +93,7 @@ def run_case(predictor: Predictor, image: Path, label: Path | None) -> dict:
             row[f"dice_{side}"] = float(metrics[value]["dice"])
             row[f"hd95_{side}"] = float(metrics[value]["hd95"])
             row[f"gt_{side}_ml"] = float(metrics[value]["volume_gt_ml"])
-            row[f"visibility_{side}"] = edge_visibility(vol.data, gt == value)
+            row[f"visibility_{side}"] = edge_visibility(vol.data, gt == value) or 0.0
     return row
 
 

@@ -184,3 +184,21 @@ def test_low_level_empty_mask_gives_inf_not_crash():
     sd = compute_surface_distances(a, b, (1.0, 1.0, 1.0))
     assert sd.gt_to_pred.size == 0 and np.isinf(sd.pred_to_gt).all()
     assert robust_hausdorff(sd, 95) == float("inf")
+
+
+def test_edge_visibility_separates_a_visible_edge_from_an_isointense_structure():
+    from lofihippseg.metrics.visibility import edge_visibility, sides_visibility
+
+    rng = np.random.default_rng(1)
+    noise = rng.normal(1.0, 0.1, (30, 30, 30))
+    grid = np.stack(np.meshgrid(*[np.arange(30)] * 3, indexing="ij"))
+    ball = ((grid - 15) ** 2).sum(0) <= 36
+    # the same intensity as its neighbours: nothing marks its edge
+    assert edge_visibility(noise, ball) < 0.3
+    # one noise std brighter: visibility about 1; five: about 5
+    assert edge_visibility(noise + 0.1 * ball, ball) == pytest.approx(1.0, abs=0.3)
+    assert edge_visibility(noise + 0.5 * ball, ball) == pytest.approx(5.0, abs=1.0)
+    labels = np.zeros(noise.shape, np.uint8)
+    labels[ball] = 2
+    out = sides_visibility(noise + 0.5 * ball, labels)
+    assert out["left"] is None and out["right"] > 3

@@ -383,6 +383,8 @@ def test_batch_outputs_volumes_and_qc(tmp_path, scans):
         assert png.shape[:2] == QC_SIZE_PX and png.std() > 0.01
         sidecar = json.loads((out / f"{case}_hipp.json").read_text())
         assert sidecar["model"]["source"] == "test" and "total_s" in sidecar["timings"]
+        # IntensityNet labels the bright voxels: their edge is in the image
+        assert sidecar["edge_visibility"]["left"] > 1.0
         prob = nib.load(str(out / f"{case}_prob_left.nii.gz"))
         assert prob.get_data_dtype() == np.float32 and 0 <= prob.get_fdata().max() <= 1
         assert (out / f"{case}_uncertainty.nii.gz").is_file()

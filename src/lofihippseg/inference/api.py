@@ -52,6 +52,7 @@ from lofihippseg.io.paths import (
     safe_output_path,
 )
 from lofihippseg.io.readback import outputs_problem
+from lofihippseg.metrics.visibility import sides_visibility
 from lofihippseg.reporting.qc import save_qc_png
 from lofihippseg.reporting.status import case_status
 from lofihippseg.reporting.volumes import read_rows, update_volumes_csv, volume_row
@@ -353,6 +354,8 @@ def _write_case(
         "effective": pred.info,
         "timings": {k: round(v, 4) for k, v in pred.timings.items()},
         "volumes": row,
+        # is the outline evidence (edge in the image, >~1) or a prior (~0)? metrics.visibility
+        "edge_visibility": sides_visibility(volume.data, pred.labels),
         "status": quality.status,
         "status_reason": quality.reason,
         "flags": list(quality.flags),
