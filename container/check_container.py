@@ -327,6 +327,8 @@ def run_checks(engine: str, image: str, work: Path, host_cli: str, repeats: int 
         "container": round(statistics.median(times_in), 2),
         "host": round(statistics.median(times_out), 2),
         "repeats": repeats,
+        "container_runs": [round(t, 2) for t in times_in],
+        "host_runs": [round(t, 2) for t in times_out],
     }
     _, t = inside.inside("--version")
     figures["lofihippseg_version_s"] = {"container": round(t, 2),
