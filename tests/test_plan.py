@@ -127,3 +127,12 @@ def test_cli_refuses_an_explicit_recipe_that_cannot_fit_before_training(tmp_path
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "needs about" in err and "\n" not in err
     assert not (tmp_path / "big").exists()  # nothing started
+
+
+def test_fine_tuning_from_trained_weights_plans_a_low_rate():
+    from lofihippseg.training.plan import FINE_TUNE_LR
+
+    fresh = plan_recipe(MSD_LIKE, DeviceBudget("cpu", 2, 20.0))
+    tuned = plan_recipe(MSD_LIKE, DeviceBudget("cpu", 2, 20.0), fine_tune=True)
+    assert tuned.lr == FINE_TUNE_LR < fresh.lr
+    assert any("fine-tuning" in r for r in tuned.reasons)

@@ -195,14 +195,22 @@ def estimate_cpu_seconds(patch_size, batch_size: int, n_filters: int, threads: i
     return CPU_SECONDS_REF * work / CPU_WORK_REF / max(1.0, threads) ** 0.7
 
 
+# fine-tuning trained weights: the shipped v5 collapsed within 100-500 iterations at 0.02 (its
+# own training and the demo's; release/MODEL_CARD.md) and trains stably at 0.005
+FINE_TUNE_LR = 0.005
+
+
 def plan_recipe(
     fp: Fingerprint,
     budget: DeviceBudget,
     critic_fraction: float = 0.05,
     time_budget_minutes: float | None = None,
     amp: bool = True,
+    fine_tune: bool = False,
 ) -> Plan:
     """Choose patch, batch, width, clipping, learning rate (and CPU iterations).
+
+    ``fine_tune`` (the run starts from trained weights, ``init1``): lr ``FINE_TUNE_LR``.
 
     Rules: the patch covers the median crop (rounded up to multiples of 16), at most 128 per
     axis (the released patch) on a GPU and at most 64 per axis and 48x64x48 voxels on a CPU;
@@ -263,10 +271,14 @@ def plan_recipe(
         f"intensity tails: median max/p99.5 = {fp.tail_ratio:.2f} -> "
         + ("clip at percentiles 0.5-99.5" if clip else "no clipping")
     )
-    lr = 0.05 if whole else 0.01
-    reasons.append(
-        f"lr {lr:g}: " + ("one patch holds a whole crop (MSD benchmark)" if whole else "released")
-    )
+    lr = FINE_TUNE_LR if fine_tune else 0.05 if whole else 0.01
+    if fine_tune:
+        reasons.append(f"lr {lr:g}: fine-tuning trained weights (0.02 broke the shipped model)")
+    else:
+        reasons.append(
+            f"lr {lr:g}: "
+            + ("one patch holds a whole crop (MSD benchmark)" if whole else "released")
+        )
     iterations = val_every = seconds = None
     if not gpu:
         seconds = estimate_cpu_seconds(patch_t, batch, n_filters, budget.threads)
@@ -335,5 +347,12 @@ def plan_for_config(config, time_budget_minutes: float | None = None) -> tuple[P
         fp = fingerprint_cases(train_cases)
     else:
         fp = synthetic_fingerprint(config.synth.output_shape)
-    plan = plan_recipe(fp, budget, config.loss.critic_fraction, time_budget_minutes, config.amp)
+    plan = plan_recipe(
+        fp,
+        budget,
+        config.loss.critic_fraction,
+        time_budget_minutes,
+        config.amp,
+        fine_tune=config.init1 is not None,
+    )
     return plan, budget

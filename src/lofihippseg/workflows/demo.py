@@ -29,6 +29,7 @@ from lofihippseg.synth.dataset import write_synthetic_dataset
 from lofihippseg.training.config import TrainConfig
 from lofihippseg.training.loop import train
 from lofihippseg.training.losses import LossConfig, critic_switches
+from lofihippseg.training.plan import FINE_TUNE_LR
 
 # what ``lofihippseg train`` uses by default (its --critic option says why)
 NO_CRITIC = LossConfig(**critic_switches(False))
@@ -50,7 +51,7 @@ class DemoConfig:
         iterations: fine-tuning (or training) iterations.
         patch_size: training patch.
         batch_size: training batch.
-        lr: SGD learning rate (0.02 fine-tuning; 0.1 from scratch).
+        lr: SGD learning rate (``FINE_TUNE_LR`` fine-tuning; 0.1 from scratch).
         foreground_fraction: share of patches centred on a hippocampus voxel.
         from_scratch: train a new small model (``n_filters``) instead of fine-tuning.
         n_filters: VNet width when training from scratch.
@@ -65,7 +66,7 @@ class DemoConfig:
     iterations: int = 300
     patch_size: tuple[int, int, int] = (48, 48, 48)
     batch_size: int = 4
-    lr: float = 0.02
+    lr: float = FINE_TUNE_LR
     foreground_fraction: float = 0.9
     from_scratch: bool = False
     n_filters: int = 8
