@@ -77,7 +77,7 @@ def test_synthetic_lowfield_example(predictor):
     gt = load_label(SYNTHETIC_LABEL, reference=vol, allowed={0, 1, 2}).data
     metrics = compute_case_metrics(pred.labels, gt, vol.spacing)
     # one 1.8 mm scan: the card reports the model on 18 held-back scans; here each side must
-    # be found (Dice > 0.35; v3 on its 1.5 mm grid gives 0.75 / 0.46) and the mean above 0.5
+    # be found (Dice > 0.35; v5 on its 1.5 mm grid gives 0.71 / 0.43) and the mean above 0.5
     dice = (metrics[1]["dice"], metrics[2]["dice"])
     assert min(dice) > 0.35 and sum(dice) / 2 > 0.5, metrics
     assert pred.timings["total_s"] < 60
@@ -93,3 +93,33 @@ def test_real_t1_head(predictor):
     # a 1 mm head: the networks ran on the 1.5 mm working grid, the labels lie on the input's
     assert pred.info["grid_spacing_mm"] == pytest.approx([1.5] * 3, abs=0.05)
     assert pred.labels.shape == vol.data.shape
+
+
+def test_a_bright_artefact_far_from_the_hippocampi_changes_nothing(predictor):
+    """A small blob at 50x the head's maximum, 40 mm from both hippocampi (a marker, a spike):
+    the result must match the one without it (normalisation follows the bulk, not the max)."""
+    import dataclasses
+
+    from scipy import ndimage
+
+    vol = load_image(SYNTHETIC)
+    clean = predictor.predict_volume(vol).labels
+    gt = load_label(SYNTHETIC_LABEL, reference=vol, allowed={0, 1, 2}).data
+    # a head voxel 40 mm (+-3) from the nearest hippocampus voxel
+    distance = ndimage.distance_transform_edt(gt == 0, sampling=vol.spacing)
+    candidates = np.argwhere((np.abs(distance - 40) < 3) & (vol.data > 0.3 * vol.data.max()))
+    centre = candidates[len(candidates) // 2]
+    data = vol.data.copy()
+    box = tuple(slice(max(c - 1, 0), c + 2) for c in centre)
+    data[box] = 50 * vol.data.max()
+    spiked = predictor.predict_volume(dataclasses.replace(vol, data=data)).labels
+    for value in (1, 2):
+        a, b = clean == value, spiked == value
+        dice = 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
+        assert dice >= 0.9, f"label {value}: Dice {dice:.3f} between the scans with and without"
+
+
+def test_weights_ship_with_their_training_data_licences():
+    notice = (DEFAULT_MODEL.parent / "NOTICE.md").read_text()
+    assert "Medical Segmentation Decathlon" in notice and "CC BY-SA 4.0" in notice
+    assert "SynthSeg" in notice and "14-16" in notice  # held-back maps named
