@@ -45,3 +45,16 @@ def nifti_writer(tmp_path: Path):
         return write_nifti(tmp_path / name, data, affine)
 
     return write
+
+
+def run_cli(args: list, capsys) -> tuple[int, str, str]:
+    """Run ``lofihippseg ARGS`` in this process; return (exit code, stdout, stderr)."""
+    from lofihippseg.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -16,10 +16,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import write_nifti
+from conftest import run_cli, write_nifti
 from training_data import make_lisa_dataset, small_config
 
-from lofihippseg.cli import main
 from lofihippseg.config import save_json
 from lofihippseg.errors import LoFiError
 from lofihippseg.inference.api import PredictSettings, gather_inputs, predict
@@ -31,17 +30,6 @@ from lofihippseg.models.registry import ModelSpec, build_vnet, bundle_dict
 from lofihippseg.reporting.status import case_status
 from lofihippseg.reporting.volumes import read_rows
 from lofihippseg.training import loop
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """Run ``lofihippseg ARGS``; return (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_error_line(err: str) -> str:

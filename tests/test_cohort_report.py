@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 from cohort_helpers import fake_model, make_flat_cohort, settings
+from conftest import run_cli
 
 from lofihippseg.cli import main
 from lofihippseg.inference import model_loading
@@ -140,16 +141,6 @@ def test_methods_say_on_which_grid_the_networks_ran(tmp_path, monkeypatch):
             assert all(s["effective"]["grid_spacing_mm"] for s in sidecars)
 
 
-def _run(args, capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_unreadable_sidecar_is_a_failed_case_and_a_rerun_redoes_it(tmp_path, capsys):
     make_flat_cohort(tmp_path / "in", 3)
     out = tmp_path / "out"
@@ -160,7 +151,7 @@ def test_unreadable_sidecar_is_a_failed_case_and_a_rerun_redoes_it(tmp_path, cap
     [failure] = cohort.failures
     assert failure.case == "case01" and "unreadable sidecar" in failure.error
     assert len(cohort.done) == 2
-    code, stdout, stderr = _run(["report", out], capsys)
+    code, stdout, stderr = run_cli(["report", out], capsys)
     assert code == 0 and "1 failed" in stdout and "failed: case01:" in stderr
     html = (out / "report.html").read_text()
     assert "unreadable sidecar" in html
@@ -180,10 +171,10 @@ def test_bids_group_lists_an_unreadable_sidecar_as_failed(tmp_path, monkeypatch,
     monkeypatch.setattr(model_loading, "load_model", lambda *a, **k: fake_model())
     bids = make_bids(tmp_path / "bids", broken=False)
     out = tmp_path / "deriv"
-    _run(["bids", bids, out, "participant", "--device", "cpu", "--quiet"], capsys)
+    run_cli(["bids", bids, out, "participant", "--device", "cpu", "--quiet"], capsys)
     [sidecar] = (out / "sub-01").rglob("*_dseg.json")
     sidecar.write_text("{")
-    code, stdout, _ = _run(["bids", bids, out, "group", "--no-report"], capsys)
+    code, stdout, _ = run_cli(["bids", bids, out, "group", "--no-report"], capsys)
     assert code == 0 and "1 failed image(s)" in stdout
     rows = (out / "group_volumes.tsv").read_text().splitlines()
     assert sum("\tfailed\t" in r and "unreadable sidecar" in r for r in rows) == 1
@@ -196,7 +187,7 @@ def test_report_on_a_folder_without_results_is_one_line_error(tmp_path, capsys, 
         folder.mkdir()
     if content == "csv_only":
         (folder / "volumes.csv").write_text("case,left_ml,right_ml,status\nc1,3.0,3.1,ok\n")
-    code, _, err = _run(["report", folder], capsys)
+    code, _, err = run_cli(["report", folder], capsys)
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
     assert str(folder) in errors[0]
