@@ -43,6 +43,7 @@ from lofihippseg.metrics.evaluate import compute_case_metrics  # noqa: E402
 from lofihippseg.metrics.visibility import edge_visibility  # noqa: E402
 from lofihippseg.synth.dataset import save_scaled_image  # noqa: E402
 from lofihippseg.synth.generator import SyntheticGenerator  # noqa: E402
+from lofihippseg.training.unsided import merged_dice  # noqa: E402
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lofihippseg" / "data"
 EXAMPLE_T1 = PACKAGE / "examples" / "example_brain_t1.nii.gz"
@@ -100,11 +101,10 @@ def run_case(predictor: Predictor, image: Path, label: Path | None) -> dict:
 def run_crop(predictor: Predictor, image: Path, label: Path) -> dict:
     """Predict one crop without side: Dice and volumes with the sides merged."""
     vol = load_image(image)
-    pred = predictor.predict_volume(vol).labels > 0
-    truth = load_label(label, reference=vol, allowed={0, 1, 2}).data > 0
-    denom = int(pred.sum()) + int(truth.sum())
-    dice = 1.0 if denom == 0 else 2.0 * int((pred & truth).sum()) / denom
-    return {"dice": dice, "ratio": float(pred.sum()) / max(int(truth.sum()), 1)}
+    pred = predictor.predict_volume(vol).labels
+    truth = load_label(label, reference=vol, allowed={0, 1, 2}).data
+    dice = merged_dice(torch.from_numpy(pred), truth)
+    return {"dice": dice, "ratio": float((pred > 0).sum()) / max(int((truth > 0).sum()), 1)}
 
 
 def msd_summary(folder: Path, predictor: Predictor) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from lofihippseg.preprocessing.crop import nonzero_bbox
+
 SHELL = (1, 3)  # the shell: voxels 2-3 dilations outside the structure
 
 
@@ -30,11 +32,7 @@ def edge_visibility(image: np.ndarray, inside: np.ndarray) -> float | None:
     inside = np.asarray(inside, bool)
     if not inside.any():
         return None
-    grow = SHELL[1] + 1
-    box = tuple(
-        slice(max(int(idx.min()) - grow, 0), int(idx.max()) + 1 + grow)
-        for idx in np.nonzero(inside)
-    )
+    box = nonzero_bbox(inside, margin=SHELL[1] + 1)
     mask, data = inside[box], np.asarray(image, np.float32)[box]
     near = ndimage.binary_dilation(mask, iterations=SHELL[0])
     shell = ndimage.binary_dilation(mask, iterations=SHELL[1]) & ~near
