@@ -28,14 +28,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lofihippseg.io.nifti import save_volume
+from lofihippseg.preprocessing.resample import resample_labelled
 from lofihippseg.synth.config import SynthConfig
 from lofihippseg.synth.dataset import case_id, save_scaled_image
 from lofihippseg.synth.generator import SyntheticGenerator
 
 HELD_BACK = ("14", "15", "16")  # label maps never used in training
+MAPS_LIST = "training_maps.list"  # written into the pool: the maps training may synthesise from
 
 
 def t2_config() -> SynthConfig:
@@ -88,27 +89,12 @@ def split_maps(folder: Path) -> tuple[list[Path], list[Path]]:
     return [p for p in maps if p not in held], held
 
 
-def resample(image: np.ndarray, label: np.ndarray, affine: np.ndarray, voxel_mm: float):
-    """Resample a 1 mm case to isotropic ``voxel_mm`` voxels (area average; labels by vote)."""
-    shape = [max(16, round(s / voxel_mm)) for s in image.shape]
-    img = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
-    img = F.interpolate(img, size=shape, mode="area")[0, 0].numpy()
-    onehot = F.one_hot(torch.from_numpy(label.astype(np.int64)), 3).permute(3, 0, 1, 2)
-    votes = F.interpolate(onehot[None].float(), size=shape, mode="area")[0]
-    lab = votes.argmax(0).numpy().astype(np.uint8)
-    scale = np.array(image.shape, float) / np.array(shape, float)
-    step = np.eye(4)
-    step[:3, :3] = np.diag(scale)
-    step[:3, 3] = (scale - 1) / 2  # new voxel centres in old voxel coordinates
-    return img, lab, affine @ step
-
-
 def make_case(gen: SyntheticGenerator, seed: int, voxel_range: tuple[float, float]):
     """One synthetic case at a random voxel size; returns (image, label, affine, voxel)."""
     g = torch.Generator().manual_seed(seed)
     s = gen.sample(g)
     voxel = float(voxel_range[0] + (voxel_range[1] - voxel_range[0]) * torch.rand((), generator=g))
-    img, lab, aff = resample(s.image.numpy(), s.label.numpy(), s.affine, voxel)
+    img, lab, aff = resample_labelled(s.image.numpy(), s.label.numpy(), s.affine, voxel)
     img = (img - img.min()) / max(float(img.max() - img.min()), 1e-6)
     return img, lab, aff, voxel
 
@@ -163,6 +149,8 @@ def write_pool(
     (out / "train.list").write_text("".join(f"{c}\n" for c in lists["train"]))
     (out / "val.list").write_text("".join(f"{c}\n" for c in lists["val"]))
     (out / "sources.csv").write_text("case_id,split,contrast\n" + "".join(rows))
+    # the training label maps (never 14-16), for on-the-fly synthesis (TrainConfig.synthetic)
+    (out / MAPS_LIST).write_text("".join(f"{p.resolve()}\n" for p in train_maps))
 
 
 def write_example(

@@ -132,3 +132,38 @@ def test_unsided_crop_with_unknown_labels_is_refused(tmp_path):
 
     with pytest.raises(LoFiError, match="hippocampus_000"):
         load_case(case, ModelSpec(), False, unsided=True)
+
+
+@pytest.mark.parametrize("other", ["empty", "free"])
+def test_free_other_channel_is_not_pulled_to_background_inside_the_crop(other):
+    """A crop given to the left channel: with ``free`` the right channel gets no gradient inside
+    the crop's hippocampus (it still learns the crop's background); with ``empty`` it does."""
+    from lofihippseg.training.losses import LossConfig, one_hot_targets, supervised_loss
+    from lofihippseg.training.unsided import free_other_channel
+
+    label = torch.zeros(1, 6, 6, 6, dtype=torch.long)
+    label[0, 2:4, 2:4, 2:4] = UNSIDED
+    probs = torch.zeros(1, 2, 6, 6, 6)
+    probs[:, 0] = 0.6  # the left channel overlaps the crop more
+    resolved = resolve_unsided(label, probs)
+    weight = free_other_channel(label, resolved) if other == "free" else None
+    logits = torch.zeros(1, 2, 6, 6, 6, requires_grad=True)
+    supervised_loss(logits, one_hot_targets(resolved), LossConfig(), None, weight).backward()
+    inside = (label[0] == UNSIDED).nonzero()[0].tolist()
+    right_inside = float(logits.grad[0, 1][tuple(inside)])
+    assert (right_inside == 0.0) == (other == "free")
+    assert float(logits.grad[0, 1, 0, 0, 0]) > 0  # outside: pushed toward background either way
+    assert float(logits.grad[0, 0][tuple(inside)]) < 0  # the given channel: toward hippocampus
+
+
+def test_cli_sets_the_other_channel_rule(tmp_path):
+    crops = make_crops(tmp_path / "crops")
+    args = ["--unsided", str(crops), "--iterations", "1", "--val-every", "1",
+            "--patch", "32", "--batch", "2", "--n-filters", "4", "--no-plan", "--device", "cpu",
+            "--num-workers", "0", "--out", str(tmp_path / "runs"), "--name", "u",
+            "--unsided-other", "free"]  # fmt: skip
+    result = CliRunner().invoke(command, args)
+    assert result.exit_code == 0, result.output
+    assert loop.resume_config(tmp_path / "runs" / "u").loss.unsided_other == "free"
+    bad = CliRunner().invoke(command, [*args[:-1], "both"])
+    assert bad.exit_code == 2 and "both" in bad.output

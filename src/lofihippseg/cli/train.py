@@ -95,13 +95,20 @@ def build_config(
 @click.option(
     "--synthetic",
     type=str,
-    help="Folder of label maps for on-the-fly synthetic "
-    "images, or 'packaged' for the shipped ones. DATA is optional when given.",
+    help="Folder of label maps for on-the-fly synthetic images, a text file listing them, "
+    "or 'packaged' for the shipped ones. DATA is optional when given.",
 )
 @click.option(
     "--synthetic-fraction",
     type=float,
     help="Probability that a training sample is synthetic when DATA is also given.",
+)
+@click.option(
+    "--synthetic-voxel-mm",
+    type=float,
+    nargs=2,
+    help="Resample each synthetic image to an isotropic voxel size drawn from LOW HIGH mm "
+    "(made at 1 mm otherwise).",
 )
 @click.option(
     "--unsided",
@@ -125,6 +132,12 @@ def build_config(
     "--unsided-invert-prob",
     type=float,
     help="Probability of inverting an unsided crop's contrast (T1 toward T2-like; 0).",
+)
+@click.option(
+    "--unsided-other",
+    type=click.Choice(["empty", "free"]),
+    help="Inside a side-less crop's hippocampus, the channel it was not given is trained "
+    "empty (a crop holds one hippocampus) or left free (no pull toward background; 'empty').",
 )
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False), help="Parent folder of runs (runs/)."
@@ -269,6 +282,9 @@ def command(data, config_json, recipe, resume, **opts) -> None:
         loss["use_gate"] = False
     if opts.pop("no_mutual"):
         loss["use_mutual"] = False
+    unsided_other = opts.pop("unsided_other")
+    if unsided_other is not None:
+        loss["unsided_other"] = unsided_other
     if opts.get("critic_fraction") is not None:
         loss["critic_fraction"] = opts["critic_fraction"]
     opts.pop("critic_fraction", None)

@@ -114,3 +114,30 @@ def resize(volume: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     if smaller != target:
         x = F.interpolate(x, size=target, mode="trilinear", align_corners=False)
     return x.reshape(*lead, *target)
+
+
+def resample_labelled(
+    image: np.ndarray, label: np.ndarray, affine: np.ndarray, voxel_mm: float, n_labels: int = 3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Resample a 1 mm image and its label map to isotropic ``voxel_mm`` voxels over the same
+    field of view (image: area average; labels: the value covering most of each new voxel).
+
+    Returns the image, the labels (uint8) and the new voxel-to-world affine.
+
+    Example:
+        >>> img, lab, aff = resample_labelled(np.ones((30, 30, 30)), np.zeros((30, 30, 30)),
+        ...                                   np.eye(4), 1.5)
+        >>> img.shape, aff[0, 0]
+        ((20, 20, 20), 1.5)
+    """
+    shape = [max(16, round(s / voxel_mm)) for s in image.shape]
+    img = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
+    img = F.interpolate(img, size=shape, mode="area")[0, 0].numpy()
+    onehot = F.one_hot(torch.from_numpy(np.asarray(label).astype(np.int64)), n_labels)
+    votes = F.interpolate(onehot.permute(3, 0, 1, 2)[None].float(), size=shape, mode="area")[0]
+    lab = votes.argmax(0).numpy().astype(np.uint8)
+    scale = np.array(image.shape, float) / np.array(shape, float)
+    step = np.eye(4)
+    step[:3, :3] = np.diag(scale)
+    step[:3, 3] = (scale - 1) / 2  # new voxel centres in old voxel coordinates
+    return img, lab, np.asarray(affine, float) @ step

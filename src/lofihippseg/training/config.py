@@ -44,11 +44,14 @@ class TrainConfig:
             (e.g. the model's working grid); ``None`` keeps their own grid.
         unsided_invert_prob: probability that an unsided crop's contrast is inverted before
             augmentation (T1 crops toward T2-like: fluid bright, white matter dark).
-        synthetic: folder of label maps for on-the-fly synthetic images (``"packaged"`` = the
-            label maps shipped with the package); ``None`` = real cases only.
+        synthetic: folder of label maps for on-the-fly synthetic images, or a text file
+            listing them one per line (``"packaged"`` = the label maps shipped with the
+            package); ``None`` = real cases only.
         synth: settings of the synthetic generator (image size, contrast, artefact ranges).
         synthetic_fraction: probability that a training sample is synthetic (when both are
             given; 1.0 is forced when there are no real cases).
+        synthetic_voxel_mm: (low, high): resample each synthetic image (made on a 1 mm grid)
+            to an isotropic voxel size drawn from this range; ``None`` keeps 1 mm.
         val_fraction: share of real cases held out for validation.
         n_val_synthetic: validation volumes generated when there are no real validation cases.
         seed: seeds weights, data sampling and augmentation.
@@ -88,6 +91,7 @@ class TrainConfig:
     synthetic: str | None = None
     synthetic_fraction: float = 0.0
     synth: SynthConfig = field(default_factory=SynthConfig)
+    synthetic_voxel_mm: tuple[float, float] | None = None
     val_fraction: float = 0.2
     n_val_synthetic: int = 4
     seed: int = 1337
@@ -143,6 +147,11 @@ class TrainConfig:
             )
         if self.unsided_voxel_mm is not None and not 0.1 <= self.unsided_voxel_mm <= 10.0:
             raise LoFiError(f"unsided_voxel_mm {self.unsided_voxel_mm}: expected 0.1-10 mm")
+        voxels = self.synthetic_voxel_mm
+        if voxels is not None and not (len(voxels) == 2 and 0.5 <= voxels[0] <= voxels[1] <= 5):
+            raise LoFiError(
+                f"synthetic_voxel_mm {voxels}: expected two sizes, 0.5 <= low <= high <= 5 mm"
+            )
         if any(isinstance(k, str) for k in self.synth.tissue_of_label):  # after a JSON round trip
             table = {int(k): v for k, v in self.synth.tissue_of_label.items()}
             object.__setattr__(

@@ -31,6 +31,7 @@ from lofihippseg.io.datasets import Case, split_dataset
 from lofihippseg.io.nifti import is_image_file, load_image, load_label
 from lofihippseg.models.registry import ModelSpec
 from lofihippseg.preprocessing.prepare import crop_and_normalise
+from lofihippseg.preprocessing.resample import resample_labelled
 from lofihippseg.training.augment import augment
 from lofihippseg.training.config import TrainConfig
 from lofihippseg.training.unsided import invert_contrast, mark_unsided, to_isotropic
@@ -131,13 +132,21 @@ def load_case(
 
 
 def synthetic_label_maps(source: str) -> list[Path]:
-    """Label maps for the synthetic generator: a folder of NIfTI files, or ``"packaged"``."""
+    """Label maps for the synthetic generator: a folder of NIfTI files, a text file listing
+    them (one path per line, relative to the file's folder or absolute), or ``"packaged"``."""
     if source == "packaged":
         from lofihippseg.synth.assets import packaged_label_maps
 
         return list(packaged_label_maps())
-    folder = Path(source)
-    maps = sorted(p for p in folder.rglob("*") if is_image_file(p)) if folder.is_dir() else []
+    path = Path(source)
+    if path.is_file() and not is_image_file(path):
+        lines = [ln.strip() for ln in path.read_text().splitlines()]
+        maps = [path.parent / ln for ln in lines if ln and not ln.startswith("#")]
+        missing = [str(p) for p in maps if not p.is_file()]
+        if missing:
+            raise LoFiError(f"{source}: listed label map not found: {missing[0]}")
+    else:
+        maps = sorted(p for p in path.rglob("*") if is_image_file(p)) if path.is_dir() else []
     if not maps:
         raise LoFiError(f"{source}: no label maps (.nii/.nii.gz/.mgz) found for --synthetic")
     return maps
@@ -237,9 +246,12 @@ class TrainingSamples(Dataset):
                 synthetic_label_maps(self.config.synthetic), self.config.synth_config()
             )
         s = self._synth.sample(g)
-        return prepare_arrays(
-            "synthetic", s.image.numpy(), s.label.numpy(), self.config.model, with_view2=False
-        )
+        image, label = s.image.numpy(), s.label.numpy()
+        if self.config.synthetic_voxel_mm is not None:
+            low, high = self.config.synthetic_voxel_mm
+            mm = low + (high - low) * float(torch.rand((), generator=g))
+            image, label, _ = resample_labelled(image, label, s.affine, mm)
+        return prepare_arrays("synthetic", image, label, self.config.model, with_view2=False)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         cfg = self.config

@@ -21,6 +21,7 @@ from lofihippseg.errors import LoFiError
 
 # Sums a tensor over processes (distributed training); identity on one process.
 Reducer = Callable[[torch.Tensor], torch.Tensor]
+UNSIDED_OTHER = ("empty", "free")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ class LossConfig:
             estimated on (uniform sample; the gate uses the sample's batch-norm statistics and a
             look-up table, see ``training.critic_sampling``); 1.0 runs the critic on every
             voxel, as the released code did (about 9x the cost of a critic-free step on a CPU).
+        unsided_other: what the channel a crop without side was *not* given learns inside that
+            crop's hippocampus (``training.unsided``): ``empty`` (trained to stay empty there:
+            a crop holds one hippocampus) or ``free`` (not trained there: a crop of a right
+            hippocampus that the prediction gave to the left channel does not teach the right
+            channel that hippocampi are background).
     """
 
     dice_weight: float = 1.0
@@ -61,10 +67,15 @@ class LossConfig:
     dice_smooth: float = 1.0
     mutual_rampup: float = 0.2
     critic_fraction: float = 0.05
+    unsided_other: str = "empty"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.critic_fraction <= 1.0:
             raise LoFiError(f"critic_fraction must be in (0, 1], got {self.critic_fraction}")
+        if self.unsided_other not in UNSIDED_OTHER:
+            raise LoFiError(
+                f"unknown unsided_other {self.unsided_other!r}; expected one of {UNSIDED_OTHER}"
+            )
 
     def mutual_scale(self, iteration: int, iterations: int) -> float:
         """Ramp-up factor in [0, 1] of the mutual weight at ``iteration`` (0-based).
@@ -112,11 +123,13 @@ def soft_dice_loss(
     target: torch.Tensor,
     smooth: float = 1.0,
     reduce: Reducer | None = None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean over channels of ``1 - softDice``, each channel's Dice over the whole batch.
 
     ``softDice = (2 * sum(p * y) + smooth) / (sum(p) + sum(y) + smooth)`` with ``p`` the sigmoid.
     ``reduce`` sums the three sums over processes so that Dice is over the global batch.
+    ``weight`` (same shape as ``target``): 0 leaves a voxel of a channel out of the sums.
 
     Example:
         >>> y = torch.ones(1, 2, 2, 2, 2)
@@ -124,6 +137,8 @@ def soft_dice_loss(
         True
     """
     p = torch.sigmoid(logits.float())
+    if weight is not None:
+        p, target = p * weight, target * weight
     dims = [0] + list(range(2, p.ndim))  # all but the channel axis
     sums = torch.stack([(p * target).sum(dims), p.sum(dims), target.sum(dims)])  # (3, C)
     if reduce is not None:
@@ -137,16 +152,19 @@ def supervised_loss(
     target: torch.Tensor,
     config: LossConfig = LossConfig(),
     reduce: Reducer | None = None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``dl_w * mean_c(1 - softDice) + ce_w * mean_c BCE`` (BCE averaged over voxels).
+
+    ``weight`` (same shape as ``target``, 0 or 1): voxels of a channel left out of both terms.
 
     Example:
         >>> y = torch.zeros(1, 2, 4, 4, 4); y[:, 0, :2] = 1
         >>> float(supervised_loss(torch.zeros_like(y), y)) > 0
         True
     """
-    dice = soft_dice_loss(logits, target, config.dice_smooth, reduce)
-    bce = F.binary_cross_entropy_with_logits(logits.float(), target)
+    dice = soft_dice_loss(logits, target, config.dice_smooth, reduce, weight)
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target, weight=weight)
     return config.dice_weight * dice + config.ce_weight * bce
 
 

@@ -30,7 +30,7 @@ from lofihippseg.training.losses import (
     one_hot_targets,
     supervised_loss,
 )
-from lofihippseg.training.unsided import resolve_unsided
+from lofihippseg.training.unsided import free_other_channel, resolve_unsided
 
 
 class NonFiniteLoss(LoFiError):
@@ -110,9 +110,10 @@ def _network_loss(
     tag: str,
     mutual_scale: float = 1.0,
     gen: torch.Generator | None = None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Loss of one network; adds its terms (as tensors) to ``terms``."""
-    loss = supervised_loss(logits, target, cfg, reduce)
+    loss = supervised_loss(logits, target, cfg, reduce, weight)
     terms[f"sup{tag}"] = loss.detach()
     if cfg.use_mutual and other_probs is not None:
         gate = None if critic is None else _gate(critic, other_probs, cfg.critic_fraction, gen)
@@ -175,14 +176,17 @@ def train_step(
         p1 = torch.sigmoid(logits1.float())
         p2 = None if logits2 is None else torch.sigmoid(logits2.float())
         # crops without side: their hippocampus goes to the channel that overlaps it more
-        target = one_hot_targets(resolve_unsided(label, p1 if p2 is None else p1 + p2))
+        resolved = resolve_unsided(label, p1 if p2 is None else p1 + p2)
+        target = one_hot_targets(resolved)
+        weight = free_other_channel(label, resolved) if cfg.unsided_other == "free" else None
         total = _network_loss(
-            logits1, target, p2, critic, cfg, reduce, terms, "1", mutual_scale, generator
+            logits1, target, p2, critic, cfg, reduce, terms, "1", mutual_scale, generator, weight
         )
         if logits2 is not None:
             total = total + _network_loss(
-                logits2, target, p1, critic, cfg, reduce, terms, "2", mutual_scale, generator
-            )
+                logits2, target, p1, critic, cfg, reduce, terms, "2", mutual_scale, generator,
+                weight,
+            )  # fmt: skip
     if any_true(not bool(torch.isfinite(total)), ctx):
         raise NonFiniteLoss(f"loss is {float(total.detach())}")
 

@@ -1,0 +1,125 @@
+"""On-the-fly synthetic hippocampus boxes: label-map lists, random voxel sizes, the pool's list."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lofihippseg.errors import LoFiError
+from lofihippseg.models.registry import ModelSpec
+from lofihippseg.preprocessing.resample import resample_labelled
+from lofihippseg.synth.assets import packaged_label_maps
+from lofihippseg.synth.config import SynthConfig
+from lofihippseg.training.config import TrainConfig
+from lofihippseg.training.data import TrainingSamples, synthetic_label_maps
+
+RELEASE = Path(__file__).resolve().parents[1] / "release"
+
+
+def box_config(tmp_path: Path, **overrides) -> TrainConfig:
+    base = dict(
+        synthetic="packaged",
+        synth=SynthConfig.fast((56, 48, 48)),
+        out_dir=str(tmp_path),
+        patch_size=(32,) * 3,
+        use_augmentation=False,
+        num_workers=0,
+        model=ModelSpec(n_filters=4),
+    )
+    return TrainConfig(**{**base, **overrides})
+
+
+def test_resampled_labels_keep_world_position_and_side():
+    lab = np.zeros((30, 30, 30), np.uint8)
+    lab[3:9, 12:18, 12:18] = 1  # left hippocampus near x = 6 mm
+    lab[21:27, 12:18, 12:18] = 2
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = (-15, -15, -15)
+    img, out, aff = resample_labelled(lab.astype(np.float32), lab, affine, 1.5)
+    assert img.shape == out.shape == (20, 20, 20)
+    assert np.allclose(np.diag(aff)[:3], 1.5)
+    for value in (1, 2):  # each side's centre stays where it was in world mm
+        before = affine[:3, :3] @ np.argwhere(lab == value).mean(0) + affine[:3, 3]
+        after = aff[:3, :3] @ np.argwhere(out == value).mean(0) + aff[:3, 3]
+        assert np.allclose(before, after, atol=0.3)
+        volume = (out == value).sum() * 1.5**3
+        assert abs(volume - (lab == value).sum()) / (lab == value).sum() < 0.25
+
+
+def test_label_maps_from_a_list_file(tmp_path):
+    maps = packaged_label_maps()
+    listing = tmp_path / "maps.list"
+    listing.write_text(f"# training maps\n{maps[0]}\n\n")
+    assert synthetic_label_maps(str(listing)) == [maps[0]]
+    (tmp_path / "local.nii.gz").write_bytes(maps[0].read_bytes())
+    listing.write_text("local.nii.gz\n")  # relative to the list's folder
+    assert synthetic_label_maps(str(listing)) == [tmp_path / "local.nii.gz"]
+    listing.write_text("gone.nii.gz\n")
+    with pytest.raises(LoFiError, match="gone.nii.gz"):
+        synthetic_label_maps(str(listing))
+    listing.write_text("# nothing\n")
+    with pytest.raises(LoFiError, match="no label maps"):
+        synthetic_label_maps(str(listing))
+
+
+@pytest.mark.parametrize("voxels", [(0.2, 1.0), (2.0, 1.0), (1.0, 9.0)])
+def test_bad_synthetic_voxel_range_is_refused(tmp_path, voxels):
+    with pytest.raises(LoFiError, match="synthetic_voxel_mm"):
+        box_config(tmp_path, synthetic_voxel_mm=voxels)
+
+
+def test_synthetic_samples_come_at_the_drawn_voxel_size(tmp_path):
+    """At 2 mm a 56 x 48 x 48 mm box is 28 x 24 x 24 voxels: patches are padded around it."""
+    ones = box_config(tmp_path, foreground_fraction=0.0)
+    coarse = box_config(tmp_path, synthetic_voxel_mm=(2.0, 2.0), foreground_fraction=0.0)
+    fine = TrainingSamples([], ones)[0]
+    big = TrainingSamples([], coarse)[0]
+    assert fine["image"].shape == big["image"].shape == (1, 32, 32, 32)
+    # the 2 mm image fills at most a 28 x 24 x 24 box of the 32^3 patch; the 1 mm one all of it
+    filled = torch.nonzero(big["image"][0] != 0)
+    extent = (filled.max(0).values - filled.min(0).values + 1).tolist()
+    assert max(extent) <= 28 and (fine["image"][0] != 0).float().mean() > 0.9
+    side_sums = [int((big["label"] == v).sum()) for v in (1, 2)]
+    assert sum(side_sums) > 0  # the hippocampi survive the resampling
+
+
+def test_cli_takes_a_synthetic_voxel_range(tmp_path, capsys):
+    from conftest import run_cli
+
+    from lofihippseg.config import to_dict
+    from lofihippseg.training.loop import resume_config
+
+    small = tmp_path / "small.json"  # small synthetic volumes, one validation volume
+    small.write_text(json.dumps(to_dict(box_config(tmp_path, n_val_synthetic=1))))
+    args = ["train", "--config", small, "--synthetic-voxel-mm", "1.2", "1.8", "--iterations",
+            "1", "--batch", "1", "--val-every", "1", "--name", "boxes"]  # fmt: skip
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert resume_config(tmp_path / "boxes").synthetic_voxel_mm == (1.2, 1.8)
+    args[4:6] = ["3", "1"]
+    code, _, err = run_cli([*args[:-1], "bad"], capsys)
+    assert code == 2 and "synthetic_voxel_mm (3.0, 1.0)" in err and "Traceback" not in err
+
+
+def test_pool_lists_only_training_maps(tmp_path):
+    """make_pool writes the label maps training may synthesise from: never the held-back 14-16."""
+    sys.path.insert(0, str(RELEASE))
+    try:
+        import make_pool
+    finally:
+        sys.path.remove(str(RELEASE))
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    source = packaged_label_maps()[0].read_bytes()
+    for i in (1, 2, 14, 15, 16):
+        (maps / f"training_seg_{i:02d}.nii.gz").write_bytes(source)
+    out = tmp_path / "pool"
+    make_pool.write_pool(maps, out, n_train=1, n_val=0, seed=1, t1_share=0.0,
+                         voxel_range=(2.0, 2.0))  # fmt: skip
+    listed = synthetic_label_maps(str(out / make_pool.MAPS_LIST))
+    assert sorted(p.name for p in listed) == ["training_seg_01.nii.gz", "training_seg_02.nii.gz"]
