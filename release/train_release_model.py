@@ -125,6 +125,10 @@ def main() -> None:
         config = load_settings(TrainConfig, a.config)
         if a.pool is not None:
             config = config.replace(data=(str(a.pool),))
+            from make_pool import MAPS_LIST  # the pool's list of its training label maps
+
+            if config.synthetic and Path(config.synthetic).name == MAPS_LIST:
+                config = config.replace(synthetic=str(a.pool / MAPS_LIST))  # the pool's maps
     if a.iterations is not None:
         config = config.replace(iterations=a.iterations)
     pool = Path(config.data[0])

@@ -156,14 +156,54 @@ def test_free_other_channel_is_not_pulled_to_background_inside_the_crop(other):
     assert float(logits.grad[0, 0][tuple(inside)]) < 0  # the given channel: toward hippocampus
 
 
-def test_cli_sets_the_other_channel_rule(tmp_path):
+def test_cli_sets_the_crops_side_rules(tmp_path):
     crops = make_crops(tmp_path / "crops")
     args = ["--unsided", str(crops), "--iterations", "1", "--val-every", "1",
             "--patch", "32", "--batch", "2", "--n-filters", "4", "--no-plan", "--device", "cpu",
             "--num-workers", "0", "--out", str(tmp_path / "runs"), "--name", "u",
-            "--unsided-other", "free"]  # fmt: skip
+            "--unsided-side", "left", "--unsided-other", "free"]  # fmt: skip
     result = CliRunner().invoke(command, args)
     assert result.exit_code == 0, result.output
-    assert loop.resume_config(tmp_path / "runs" / "u").loss.unsided_other == "free"
+    config = loop.resume_config(tmp_path / "runs" / "u")
+    assert config.loss.unsided_other == "free" and config.unsided_side == "left"
     bad = CliRunner().invoke(command, [*args[:-1], "both"])
     assert bad.exit_code == 2 and "both" in bad.output
+
+
+def test_crops_of_a_declared_side_are_mirrored_into_the_other_side(tmp_path):
+    """``unsided_side="left"``: a stored crop is the left hippocampus; its mirror (world x
+    flipped) is labelled right. Nothing is left unsided for the loss to resolve."""
+    crops = make_crops(tmp_path / "crops", n=2, size=(24, 26, 18))
+    config = small_config(
+        make_lisa_dataset(tmp_path / "lisa"), tmp_path, unsided=(str(crops),),
+        unsided_fraction=1.0, unsided_side="left", use_augmentation=False,
+        foreground_fraction=1.0, val_fraction=0.0, patch_size=(32, 32, 32),
+    )  # fmt: skip
+    cases, _ = collect_unsided(config)
+    samples = TrainingSamples([], config, cases)
+    seen = {}
+    for i in range(12):
+        item = samples[i]
+        values = set(item["label"].unique().tolist()) - {0}
+        assert len(values) == 1 and values <= {1, 2}
+        side = values.pop()
+        mask = item["label"] == side
+        # the blob sits at x 6-13 of a 24-voxel crop: left of centre as stored, right mirrored
+        x = (
+            mask.nonzero()[:, 0].float().mean()
+            - (item["image"][0] > 0).nonzero()[:, 0].float().mean()
+        )
+        seen.setdefault(side, []).append(float(x))
+        bright = (
+            item["image"][0][mask].mean() > item["image"][0][~mask & (item["image"][0] > 0)].mean()
+        )
+        assert bright  # the image moved with its labels
+    assert set(seen) == {1, 2}
+    assert all(x < 0 for x in seen[1]) and all(x > 0 for x in seen[2])
+
+
+def test_unknown_declared_side_is_refused(tmp_path):
+    from lofihippseg.errors import LoFiError
+
+    with pytest.raises(LoFiError, match="unsided_side"):
+        small_config(make_lisa_dataset(tmp_path / "lisa"), tmp_path, unsided_side="both")

@@ -134,6 +134,13 @@ def build_config(
     help="Probability of inverting an unsided crop's contrast (T1 toward T2-like; 0).",
 )
 @click.option(
+    "--unsided-side",
+    type=click.Choice(["resolve", "left", "right"]),
+    help="Side of every stored crop, if known: 'left' or 'right' (each sample is then mirrored "
+    "half of the time and labelled the other side; the MSD crops are all left-like), or "
+    "'resolve' (the channel that overlaps it more; the default).",
+)
+@click.option(
     "--unsided-other",
     type=click.Choice(["empty", "free"]),
     help="Inside a side-less crop's hippocampus, the channel it was not given is trained "

@@ -26,6 +26,7 @@ from lofihippseg.training.losses import LossConfig
 
 RECIPES = ("paper", "released")
 LR_SCHEDULES = ("cosine", "cosine_per_epoch")
+UNSIDED_SIDES = ("resolve", "left", "right")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class TrainConfig:
             data is given; 1.0 is forced when there is none).
         unsided_voxel_mm: resample unsided crops to this isotropic voxel size when loaded
             (e.g. the model's working grid); ``None`` keeps their own grid.
+        unsided_side: ``resolve`` (each sample's hippocampus goes to the channel that overlaps it
+            more, ``training.unsided``), or ``left`` / ``right``: every crop, as stored, holds
+            that side's hippocampus (the MSD crops are all left-like: their right hippocampi
+            were evidently mirrored); each sample is then mirrored left-right half of the time
+            and labelled the other side, so both channels learn from every crop.
         unsided_invert_prob: probability that an unsided crop's contrast is inverted before
             augmentation (T1 crops toward T2-like: fluid bright, white matter dark).
         synthetic: folder of label maps for on-the-fly synthetic images, or a text file
@@ -88,6 +94,7 @@ class TrainConfig:
     unsided_fraction: float = 0.0
     unsided_voxel_mm: float | None = None
     unsided_invert_prob: float = 0.0
+    unsided_side: str = "resolve"
     synthetic: str | None = None
     synthetic_fraction: float = 0.0
     synth: SynthConfig = field(default_factory=SynthConfig)
@@ -144,6 +151,10 @@ class TrainConfig:
             raise LoFiError(
                 "synthetic_fraction, foreground_fraction, unsided_fraction and "
                 "unsided_invert_prob must be in [0, 1]"
+            )
+        if self.unsided_side not in UNSIDED_SIDES:
+            raise LoFiError(
+                f"unknown unsided_side {self.unsided_side!r}; expected one of {UNSIDED_SIDES}"
             )
         if self.unsided_voxel_mm is not None and not 0.1 <= self.unsided_voxel_mm <= 10.0:
             raise LoFiError(f"unsided_voxel_mm {self.unsided_voxel_mm}: expected 0.1-10 mm")

@@ -34,7 +34,12 @@ from lofihippseg.preprocessing.prepare import crop_and_normalise
 from lofihippseg.preprocessing.resample import resample_labelled
 from lofihippseg.training.augment import augment
 from lofihippseg.training.config import TrainConfig
-from lofihippseg.training.unsided import invert_contrast, mark_unsided, to_isotropic
+from lofihippseg.training.unsided import (
+    declare_side,
+    invert_contrast,
+    mark_unsided,
+    to_isotropic,
+)
 from lofihippseg.views.frequency import frequency_view
 
 log = logging.getLogger(__name__)
@@ -274,6 +279,9 @@ class TrainingSamples(Dataset):
         image = torch.from_numpy(case.image)[None]
         label = torch.from_numpy(case.label.astype(np.int64))
         view2 = None if case.view2 is None else torch.from_numpy(case.view2)[None]
+        if unsided and cfg.unsided_side != "resolve":
+            mirror = float(torch.rand((), generator=g)) < 0.5
+            image, view2, label = declare_side(image, view2, label, cfg.unsided_side, mirror)
         if unsided and float(torch.rand((), generator=g)) < cfg.unsided_invert_prob:
             image, view2 = invert_contrast(image), None  # the view follows the new contrast
         if cfg.use_augmentation:

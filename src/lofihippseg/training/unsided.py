@@ -10,6 +10,10 @@ hippocampus; ``LossConfig.unsided_other = "empty"``) or not trained inside that 
 the mutual and critic terms need no change; in effect it is the smaller of the two
 assignments' losses, picked by overlap.
 
+Where every stored crop is known to hold one side (``TrainConfig.unsided_side``; the MSD crops
+all look like left hippocampi), :func:`declare_side` labels it so, or mirrors it and labels it
+the other side: then nothing is resolved and both channels learn from the crops.
+
 With ``empty``, once one channel wins most crops, every crop of the other side teaches the
 losing channel that a hippocampus is background: in one run (pool + crops + random-contrast
 boxes, 40 % crops) the right channel died within 500 iterations. ``free`` has no such pull.
@@ -75,6 +79,32 @@ def free_other_channel(label: torch.Tensor, resolved: torch.Tensor) -> torch.Ten
     left_free = mask & (resolved == 2)  # given to the right channel: the left one is free
     right_free = mask & (resolved == 1)
     return torch.stack([~left_free, ~right_free], dim=1).float()
+
+
+def declare_side(
+    image: torch.Tensor, view2: torch.Tensor | None, label: torch.Tensor, side: str, mirror: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """A crop whose hippocampus is known to be ``side`` ("left" or "right") as stored: label it
+    so, or mirror it left-right (array axis 0 = world x of the RAS-ordered crop) and label it
+    the other side.
+
+    Args:
+        image, view2: (1, D, H, W) image and optional second view.
+        label: (D, H, W) labels, :data:`UNSIDED` on the hippocampus.
+        side: the side of the stored crops.
+        mirror: flip along x and swap the side.
+
+    Example:
+        >>> lab = torch.tensor([[[0]], [[3]]])
+        >>> declare_side(torch.zeros(1, 2, 1, 1), None, lab, "left", True)[2].flatten().tolist()
+        [2, 0]
+    """
+    value = (1 if side == "left" else 2) if not mirror else (2 if side == "left" else 1)
+    label = torch.where(label == UNSIDED, value, 0).to(label.dtype)
+    if mirror:
+        image, label = image.flip(-3), label.flip(-3)
+        view2 = None if view2 is None else view2.flip(-3)
+    return image, view2, label
 
 
 def merged_dice(pred: torch.Tensor, truth: np.ndarray) -> float:
