@@ -62,6 +62,9 @@ def test_label_maps_from_a_list_file(tmp_path):
     listing.write_text("gone.nii.gz\n")
     with pytest.raises(LoFiError, match="gone.nii.gz"):
         synthetic_label_maps(str(listing))
+    listing.write_bytes(b"\x1f\x8b\xff\xfe binary")  # e.g. an archive given by mistake
+    with pytest.raises(LoFiError, match="not a readable list"):
+        synthetic_label_maps(str(listing))
     listing.write_text("# nothing\n")
     with pytest.raises(LoFiError, match="no label maps"):
         synthetic_label_maps(str(listing))

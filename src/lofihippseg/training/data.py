@@ -145,7 +145,10 @@ def synthetic_label_maps(source: str) -> list[Path]:
         return list(packaged_label_maps())
     path = Path(source)
     if path.is_file() and not is_image_file(path):
-        lines = [ln.strip() for ln in path.read_text().splitlines()]
+        try:
+            lines = [ln.strip() for ln in path.read_text().splitlines()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LoFiError(f"{source}: not a readable list of label maps ({exc})") from None
         maps = [path.parent / ln for ln in lines if ln and not ln.startswith("#")]
         missing = [str(p) for p in maps if not p.is_file()]
         if missing:
