@@ -27,6 +27,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,7 @@ def run_case(predictor: Predictor, image: Path, label: Path | None) -> dict:
         "roi": pred.info.get("roi_boxes") or pred.info.get("roi_fallback"),
         "roi_source": pred.info.get("roi_source"),
         "roi_regrown": bool(pred.info.get("roi_regrown")),
+        "family": pred.info.get("contrast_family"),
         **side_summary(pred.labels, vol.affine, vol.voxel_volume_ml),
     }
     if label is not None:
@@ -101,10 +103,11 @@ def run_case(predictor: Predictor, image: Path, label: Path | None) -> dict:
 def run_crop(predictor: Predictor, image: Path, label: Path) -> dict:
     """Predict one crop without side: Dice and volumes with the sides merged."""
     vol = load_image(image)
-    pred = predictor.predict_volume(vol).labels
+    pred = predictor.predict_volume(vol)
     truth = load_label(label, reference=vol, allowed={0, 1, 2}).data
-    dice = merged_dice(torch.from_numpy(pred), truth)
-    return {"dice": dice, "ratio": float((pred > 0).sum()) / max(int((truth > 0).sum()), 1)}
+    dice = merged_dice(torch.from_numpy(pred.labels), truth)
+    ratio = float((pred.labels > 0).sum()) / max(int((truth > 0).sum()), 1)
+    return {"dice": dice, "ratio": ratio, "family": pred.info.get("contrast_family")}
 
 
 def msd_summary(folder: Path, predictor: Predictor) -> None:
@@ -118,7 +121,15 @@ def msd_summary(folder: Path, predictor: Predictor) -> None:
     ratio = np.array([r["ratio"] for r in rows])
     print(f"[msd] {len(rows)} real test crops, sides merged: mean Dice {dice.mean():.3f} "
           f"(median {np.median(dice):.3f}, min {dice.min():.3f}); predicted / true volume "
-          f"median {np.median(ratio):.2f} (mean {ratio.mean():.2f})")  # fmt: skip
+          f"median {np.median(ratio):.2f} (mean {ratio.mean():.2f}){_families(rows)}")  # fmt: skip
+
+
+def _families(rows: list[dict]) -> str:
+    """``; contrast family t1 38, t2 3`` when the model chose among families, else ''."""
+    counts = Counter(r["family"] for r in rows if r.get("family") is not None)
+    if not counts:
+        return ""
+    return "; contrast family " + ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
 
 
 def visibility_summary(name: str, rows: list[dict]) -> None:
@@ -205,7 +216,7 @@ def summarise(name: str, rows: list[dict]) -> None:
     ok = sum(plausible(r) for r in rows)
     print(f"[{name}] both found on their own side {own}/{len(rows)}; ROI used (no fallback) "
           f"{roi}/{len(rows)} (located by the localiser {by_localiser}); "
-          f"plausible volumes (2 x 1.5-6 mL) {ok}/{len(rows)}")  # fmt: skip
+          f"plausible volumes (2 x 1.5-6 mL) {ok}/{len(rows)}{_families(rows)}")  # fmt: skip
 
 
 def _roi(row: dict) -> str:
@@ -222,6 +233,8 @@ def _fmt(row: dict) -> str:
     if "visibility_left" in row:
         parts.append(f"visibility L {row['visibility_left']:.2f} R {row['visibility_right']:.2f}")
     parts.append(f"left-on-left {row['left_x'] < row['right_x']}")
+    if row.get("family") is not None:
+        parts.append(f"family {row['family']}")
     parts.append(f"{row['seconds']:.1f} s")
     return ", ".join(parts)
 

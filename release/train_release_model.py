@@ -10,7 +10,8 @@ Steps (each can be run alone):
 3. ``--export RUN``: write the run's checkpoint as a half-precision bundle to
    ``src/lofihippseg/data/model/lofihippseg_default.pt``, with the model's working grid
    (``--grid-mm``, 1.5 mm: inference resamples other inputs to it);
-   ``release/train_localiser.py --add-to`` then adds the localiser.
+   ``release/train_localiser.py --add-to`` then adds the localiser; ``--family t2
+   --add-family t1=RUN`` exports one pair of networks per contrast family.
 
 Example:
     OMP_NUM_THREADS=1 python release/train_release_model.py --make-pool --pool pool
@@ -35,43 +36,69 @@ GRID_MM = 1.5
 DEFAULT_OUT = HERE.parent / "src" / "lofihippseg" / "data" / "model" / "lofihippseg_default.pt"
 
 
+def _checkpoint(run: Path, checkpoint: str) -> tuple[Path, dict]:
+    """A run's checkpoint (``last.pt`` when ``checkpoint`` is missing) and its contents."""
+    from lofihippseg.models.registry import safe_torch_load
+
+    path = run / "checkpoints" / checkpoint
+    if not path.is_file():
+        path = run / "checkpoints" / "last.pt"
+    return path, safe_torch_load(path)
+
+
 def export(
-    run: Path, out: Path = DEFAULT_OUT, checkpoint: str = "best.pt", grid_mm: float | None = None
+    run: Path,
+    out: Path = DEFAULT_OUT,
+    checkpoint: str = "best.pt",
+    grid_mm: float | None = None,
+    family: str | None = None,
+    others: dict[str, Path] | None = None,
 ) -> Path:
     """Write ``run``'s checkpoint as a float16 model bundle (what ``load_model`` reads);
     ``grid_mm``: its working grid, an isotropic voxel size within the pool's (inference
-    resamples other inputs to it).
+    resamples other inputs to it); ``family``: the contrast family ``run`` was trained for;
+    ``others``: runs of other contrast families (same spec, same ``checkpoint`` name) by name.
 
     Example:
         >>> export(Path("runs/release_cpu"))  # doctest: +SKIP
+        >>> export(Path("runs/t2"), family="t2", others={"t1": Path("runs/t1")})  # doctest: +SKIP
     """
-    from lofihippseg.models.registry import (
-        bundle_dict,
-        half_precision,
-        safe_torch_load,
-        spec_from_dict,
-    )
+    from lofihippseg.models.registry import bundle_dict, half_precision, spec_from_dict
 
-    ckpt_path = run / "checkpoints" / checkpoint
-    if not ckpt_path.is_file():
-        ckpt_path = run / "checkpoints" / "last.pt"
-    ckpt = safe_torch_load(ckpt_path)
-
+    ckpt_path, ckpt = _checkpoint(run, checkpoint)
     vnets = (half_precision(ckpt["vnet1"]), half_precision(ckpt["vnet2"]))
     spec = dataclasses.replace(spec_from_dict(ckpt["spec"]), grid_mm=grid_mm)
-    bundle = bundle_dict(spec, *vnets)
+    families, iterations = {}, {family: int(ckpt["iteration"])}
+    for name, other_run in (others or {}).items():
+        other_path, other = _checkpoint(other_run, checkpoint)
+        if dataclasses.replace(spec_from_dict(other["spec"]), grid_mm=grid_mm) != spec:
+            raise SystemExit(f"{other_path}: its spec differs from {ckpt_path}'s")
+        families[name] = (half_precision(other["vnet1"]), half_precision(other["vnet2"]))
+        iterations[name] = int(other["iteration"])
+    bundle = bundle_dict(spec, *vnets, family=family, families=families)
     localiser = _init_localiser(run)
     if localiser is not None:  # fine-tuned from a bundle: keep the localiser it had
         bundle["localiser"] = localiser
     bundle["trained_iterations"] = int(ckpt["iteration"])
+    if families:
+        bundle["family_iterations"] = iterations
     bundle["best_validation_dice"] = float(ckpt["best_dice"])
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(bundle, out)
     print(
-        f"exported {ckpt_path} (iteration {ckpt['iteration']}) -> {out} "
-        f"({out.stat().st_size / 1e6:.2f} MB)"
+        f"exported {ckpt_path} (iteration {ckpt['iteration']}"
+        + "".join(f"; {name} iteration {n}" for name, n in iterations.items() if name != family)
+        + f") -> {out} ({out.stat().st_size / 1e6:.2f} MB)"
     )
     return out
+
+
+def _family_run(text: str) -> tuple[str, Path]:
+    """``NAME=RUN`` of ``--add-family``."""
+    name, sep, run = text.partition("=")
+    if not sep or not name or not run:
+        raise argparse.ArgumentTypeError(f"expected NAME=RUN_FOLDER, got {text!r}")
+    return name, Path(run)
 
 
 def _init_localiser(run: Path) -> dict | None:
@@ -110,10 +137,22 @@ def main() -> None:
         default=GRID_MM,
         help="working grid (mm) written into the exported bundle (inference resamples to it)",
     )
+    p.add_argument("--family", default=None, help="contrast family of the exported run (t2)")
+    p.add_argument(
+        "--add-family",
+        type=_family_run,
+        action="append",
+        default=[],
+        metavar="NAME=RUN",
+        help="also export RUN's networks as contrast family NAME (repeatable)",
+    )
     a = p.parse_args()
 
     if a.export is not None:
-        export(a.export, a.export_to, a.checkpoint, a.grid_mm)
+        others = dict(a.add_family)
+        if others and a.family is None:
+            p.error("--add-family needs --family (the name of the exported run's family)")
+        export(a.export, a.export_to, a.checkpoint, a.grid_mm, a.family, others)
         return
     from lofihippseg.config import load_settings
     from lofihippseg.training.config import TrainConfig

@@ -73,7 +73,11 @@ def widen_bundle(src: Path, dst: Path, factor: int = 2, noise: float = 0.01, see
     spec = spec_from_dict(data["spec"])
     wide = dataclasses.replace(spec, n_filters=spec.n_filters * factor)
     nets = [widen_state(data[k], spec.n_filters, factor, noise) for k in ("vnet1", "vnet2")]
-    out = bundle_dict(wide, *nets)
+    families = {  # every contrast family's pair, widened alike
+        name: tuple(widen_state(pair[k], spec.n_filters, factor, noise) for k in ("vnet1", "vnet2"))
+        for name, pair in (data.get("families") or {}).items()
+    }
+    out = bundle_dict(wide, *nets, family=data.get("family"), families=families)
     if "localiser" in data:
         out["localiser"] = data["localiser"]
     dst.parent.mkdir(parents=True, exist_ok=True)

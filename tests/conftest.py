@@ -58,3 +58,18 @@ def run_cli(args: list, capsys) -> tuple[int, str, str]:
         code = exc.code if isinstance(exc.code, int) else 1
     out, err = capsys.readouterr()
     return code, out, err
+
+
+RELEASE_DIR = Path(__file__).resolve().parents[1] / "release"
+
+
+def release_module(name: str):
+    """Import one of the ``release/`` scripts (not a package) as a module."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(RELEASE_DIR))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(RELEASE_DIR))

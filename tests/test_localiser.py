@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import write_nifti
+from conftest import release_module, write_nifti
 
 from lofihippseg.inference.model_loading import load_model
 from lofihippseg.io.datasets import Case
@@ -23,8 +21,6 @@ from lofihippseg.training.localiser import (
     sample_batch,
     train_localiser,
 )
-
-RELEASE = Path(__file__).resolve().parents[1] / "release"
 
 
 def head_with_hippocampi(seed: int, shape=(48, 40, 40)) -> tuple[np.ndarray, np.ndarray]:
@@ -102,11 +98,7 @@ def test_train_resume_and_bundle(tmp_path):
     torch.save(
         bundle_dict(fine, build_vnet(fine).state_dict(), build_vnet(fine).state_dict()), bundle
     )
-    sys.path.insert(0, str(RELEASE))
-    try:
-        from train_localiser import add_to_bundle
-    finally:
-        sys.path.remove(str(RELEASE))
+    add_to_bundle = release_module("train_localiser").add_to_bundle
     add_to_bundle(tmp_path / "loc" / "localiser.pt", bundle)
     model = load_model(str(bundle))
     assert model.localiser is not None and model.localiser.spec == spec

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import shared_path
+from conftest import release_module, shared_path
 
 from lofihippseg.errors import LoFiError
 from lofihippseg.models.critic import Critic
@@ -22,8 +20,6 @@ from lofihippseg.models.registry import (
     safe_torch_load,
 )
 from lofihippseg.models.vnet import VNet
-
-RELEASE = Path(__file__).resolve().parents[1] / "release"
 
 
 def _manifest() -> dict:
@@ -143,11 +139,7 @@ def test_load_weights_rejects_foreign_state_dicts():
 
 
 def test_widening_keeps_what_the_networks_compute(tmp_path):
-    sys.path.insert(0, str(RELEASE))
-    try:
-        from widen import main as widen_main
-    finally:
-        sys.path.remove(str(RELEASE))
+    widen_main = release_module("widen").main
     from lofihippseg.inference.model_loading import load_model
     from lofihippseg.models.registry import LocaliserSpec, build_localiser
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import release_module
 
 from lofihippseg.config import load_settings
 from lofihippseg.training.config import TrainConfig
 
 RELEASE = Path(__file__).resolve().parents[1] / "release"
-CONFIGS = [RELEASE / "release_config.json"]
+CONFIGS = [RELEASE / "release_config.json", RELEASE / "release_config_t1.json"]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -20,3 +21,21 @@ def test_release_config_loads_and_keeps_held_back_maps_out(path):
     # on-the-fly synthesis only from the list make_pool.py writes (maps 01-13, never 14-16)
     assert config.synthetic is None or Path(config.synthetic).name == "training_maps.list"
     assert all(Path(u).name == "msd_trainval.csv" for u in config.unsided)  # never the test crops
+
+
+def test_family_pools_split_the_pool_by_contrast(tmp_path):
+    main = release_module("family_pools").main
+    pool = tmp_path / "pool"
+    for sub in ("imagesTr", "labelsTr"):
+        (pool / sub).mkdir(parents=True)
+    rows = ["case_id,split,contrast", "A,train,t2", "B,train,t1", "C,train,random", "D,val,t2"]
+    (pool / "sources.csv").write_text("\n".join(rows) + "\n")
+    (pool / "val.list").write_text("D\n")
+    assert main([str(pool)]) == 0
+    assert (tmp_path / "pool_t2" / "train.list").read_text().split() == ["A", "C"]
+    assert (tmp_path / "pool_t1" / "train.list").read_text().split() == ["B", "C"]
+    for family in ("t1", "t2"):
+        out = tmp_path / f"pool_{family}"
+        assert (out / "val.list").read_text() == "D\n"
+        assert (out / "imagesTr").resolve() == (pool / "imagesTr").resolve()
+    assert main([str(tmp_path / "nothing")]) == 1

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import release_module
 
 from lofihippseg.errors import LoFiError
 from lofihippseg.models.registry import ModelSpec
@@ -17,8 +17,6 @@ from lofihippseg.synth.assets import packaged_label_maps
 from lofihippseg.synth.config import SynthConfig
 from lofihippseg.training.config import TrainConfig
 from lofihippseg.training.data import TrainingSamples, synthetic_label_maps
-
-RELEASE = Path(__file__).resolve().parents[1] / "release"
 
 
 def box_config(tmp_path: Path, **overrides) -> TrainConfig:
@@ -111,11 +109,7 @@ def test_cli_takes_a_synthetic_voxel_range(tmp_path, capsys):
 
 def test_pool_lists_only_training_maps(tmp_path):
     """make_pool writes the label maps training may synthesise from: never the held-back 14-16."""
-    sys.path.insert(0, str(RELEASE))
-    try:
-        import make_pool
-    finally:
-        sys.path.remove(str(RELEASE))
+    make_pool = release_module("make_pool")
     maps = tmp_path / "maps"
     maps.mkdir()
     source = packaged_label_maps()[0].read_bytes()

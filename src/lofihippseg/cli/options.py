@@ -12,3 +12,14 @@ def device_option(help_text: str = "Where to compute; auto = CUDA when available
     return click.option(
         "--device", type=click.Choice(DEVICES), default="auto", show_default=True, help=help_text
     )
+
+
+def family_option():
+    """``--family auto|NAME``: which contrast family's networks to run (models with several)."""
+    return click.option(
+        "--family",
+        default="auto",
+        show_default=True,
+        help="Contrast family of the networks when the model has several (the shipped model: "
+        "t2 and t1): auto = run each pair and keep the one whose two views agree best.",
+    )

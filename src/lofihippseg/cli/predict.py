@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from lofihippseg.cli.options import device_option
+from lofihippseg.cli.options import device_option, family_option
 from lofihippseg.errors import LoFiError
 
 
@@ -125,6 +125,7 @@ def _roi_size(value: str) -> tuple[int, int, int]:
     "1.5 mm; the result is mapped back onto the input's grid), native = the input's own grid, "
     "or a voxel size in mm.",
 )
+@family_option()
 @device_option("Where to run; auto = CUDA when available.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option(
@@ -172,6 +173,7 @@ def command(
     overlap,
     roi,
     grid,
+    family,
     device,
     threads,
     amp,
@@ -205,6 +207,7 @@ def command(
         overlap=overlap,
         roi=roi,
         grid=grid,
+        family=family,
         device=device,
         threads=threads,
         amp=amp,

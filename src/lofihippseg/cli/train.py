@@ -214,6 +214,11 @@ def build_config(
     "or a released plain state dict (best_model_1.pth).",
 )
 @click.option(
+    "--init-family",
+    help="With --init1 a bundle of several contrast families (the shipped model: t2, t1): "
+    "the family to start from (default: its first, t2).",
+)
+@click.option(
     "--init2",
     type=click.Path(exists=True, dir_okay=False),
     help="Start VNet 2 from this checkpoint.",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,9 @@ class LoadedModel:
         single_view: trained as a single VNet (ablation): ``vnet2`` is ``vnet1`` and sees the
             image, so both "views" are the same.
         localiser: the bundle's hippocampus localiser, if it has one (``inference.roi``).
+        family: the contrast family ``vnet1``/``vnet2`` were trained for (None = unnamed).
+        alternatives: more pairs of networks (same spec) by contrast family; inference runs
+            every pair and keeps the one whose two views agree best (``PredictSettings.family``).
     """
 
     spec: ModelSpec
@@ -59,11 +62,19 @@ class LoadedModel:
     source: str
     single_view: bool = False
     localiser: Localiser | None = None
+    family: str | None = None
+    alternatives: dict[str, tuple[torch.nn.Module, torch.nn.Module]] = field(default_factory=dict)
+
+    @property
+    def pairs(self) -> dict[str | None, tuple[torch.nn.Module, torch.nn.Module]]:
+        """Every pair of networks by family name, the first pair first."""
+        return {self.family: (self.vnet1, self.vnet2), **self.alternatives}
 
     def to(self, device: str | torch.device) -> LoadedModel:
-        """Move both networks to ``device`` (in place) and return self."""
-        self.vnet1.to(device)
-        self.vnet2.to(device)
+        """Move every network to ``device`` (in place) and return self."""
+        for net1, net2 in self.pairs.values():
+            net1.to(device)
+            net2.to(device)
         if self.localiser is not None:
             self.localiser.to(device)
         return self
@@ -108,7 +119,28 @@ def _from_bundle(path: Path, device: str, config_spec: dict | None = None) -> Lo
         model.vnet2, model.single_view = model.vnet1, True
     if data.get("localiser") is not None:
         model.localiser = localiser_from_entry(data["localiser"], str(path), device)
+    model.family, model.alternatives = _families(data, model, path, device)
     return model
+
+
+def _families(
+    data: dict[str, Any], model: LoadedModel, path: Path, device: str
+) -> tuple[str | None, dict[str, tuple[torch.nn.Module, torch.nn.Module]]]:
+    """The bundle's first pair's family name and its other pairs (contrast families)."""
+    family, families = data.get("family"), data.get("families") or {}
+    if family is not None and not isinstance(family, str):
+        raise LoFiError(f"{path}: bad contrast family name {family!r}")
+    if not isinstance(families, dict) or (families and family is None):
+        raise LoFiError(f"{path}: bad contrast families (expected names with vnet1/vnet2 each)")
+    pairs = {}
+    for name, entry in families.items():
+        if not isinstance(entry, dict) or "vnet1" not in entry or "vnet2" not in entry:
+            raise LoFiError(f"{path}: contrast family {name!r} has no vnet1/vnet2")
+        if model.single_view:
+            raise LoFiError(f"{path}: a single-view model cannot have contrast families")
+        other = _build(model.spec, entry["vnet1"], entry["vnet2"], f"{path} ({name})", device)
+        pairs[str(name)] = (other.vnet1, other.vnet2)
+    return family, pairs
 
 
 def _inherited_localiser(init: Any, device: str) -> Localiser | None:

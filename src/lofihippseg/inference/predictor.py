@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lofihippseg.errors import LoFiError
 from lofihippseg.inference import regrid
 from lofihippseg.inference import roi as roi_mod
 from lofihippseg.inference.fusion import disagreement, fuse_to_labels, view_agreement_dice
@@ -98,16 +99,19 @@ class Predictor:
         self.model = model
         self.spec = model.spec
         self.device = resolve_device(self.settings.device)
-        model.to(self.device).vnet1.eval()
-        model.vnet2.eval()
+        for net1, net2 in model.to(self.device).pairs.values():
+            net1.eval()
+            net2.eval()
         released = self.spec.recipe == "released"
         self.fusion = self.settings.fusion or ("union" if released else "mean")
         self.overlap_rule = "released" if released else "probability"
         self.lcc = (not released) if self.settings.lcc is None else self.settings.lcc
-        for net in (model.vnet1, model.vnet2, model.localiser and model.localiser.net):
+        nets = [net for pair in model.pairs.values() for net in pair]
+        for net in (*nets, model.localiser and model.localiser.net):
             if net is not None:
                 prefer_onednn(net)  # 2-4x faster single-volume CPU inference
         self.roi_size = check_roi_size(self.settings.roi_size)
+        self.pairs = self._pairs()
         mode = self.settings.roi
         # auto: on CPU only, and never for the released recipe (reproduced as it was run)
         auto_roi = self.device.type == "cpu" and not released
@@ -123,6 +127,7 @@ class Predictor:
             "tta": self.settings.tta,
             "roi": self.use_roi,
             "grid": self.settings.grid,
+            "family": self.settings.family,
             "working_grid_mm": self.settings.grid_mm(self.spec.grid_mm),
             "device": str(self.device),
         }
@@ -185,19 +190,14 @@ class Predictor:
         nets: tuple[torch.nn.Module, torch.nn.Module],
         views: tuple[torch.Tensor, torch.Tensor],
         spacing: tuple[float, float, float],
+        boxes: list[Box],
         info: dict[str, Any],
-        timings: dict[str, float],
     ) -> tuple[list[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
-        """Both networks' probability maps computed only in boxes around the hippocampi, with
-        their (labels, fused) from ``_labels``, or None = run the whole volume (``info`` says
-        why). A segmentation that reaches a box face gets one second try in boxes around what
-        it found."""
-        start = time.perf_counter()
-        boxes = self._locate(nets, views, spacing, info)
-        timings["locate_s"] = time.perf_counter() - start
+        """Both networks' probability maps computed only in ``boxes`` around the hippocampi,
+        with their (labels, fused) from ``_labels``, or None = run the whole volume (``info``
+        says why). A segmentation that reaches a box face gets one second try in boxes around
+        what it found."""
         for attempt in range(2):
-            if boxes is None:
-                return None
             maps = roi_mod.roi_probabilities(self._run, nets, views, boxes)
             labels, fused = self._labels(*maps)
             problem = roi_mod.box_problem(labels, boxes)
@@ -207,12 +207,44 @@ class Predictor:
             info["roi_fallback"] = problem
             if attempt == 1 or problem != roi_mod.REACHED_FACE:
                 return None
-            boxes = roi_mod.boxes_around(labels, roi_mod.margin_voxels(spacing))
-            if boxes is None or roi_mod.too_large(boxes, labels.shape):
+            regrown = roi_mod.boxes_around(labels, roi_mod.margin_voxels(spacing))
+            if regrown is None or roi_mod.too_large(regrown, labels.shape):
                 return None
+            boxes = regrown
             info["roi_regrown"] = True
             del info["roi_fallback"]
         return None
+
+    def _segment(
+        self,
+        nets: tuple[torch.nn.Module, torch.nn.Module],
+        views: tuple[torch.Tensor, torch.Tensor],
+        spacing: tuple[float, float, float],
+        boxes: list[Box] | None,
+        info: dict[str, Any],
+    ) -> tuple[list[np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
+        """One pair's probability maps (in ``boxes`` when given and they hold the result,
+        else over the whole volume) and their (labels, fused) when already computed."""
+        if boxes is not None:
+            found = self._in_boxes(nets, views, spacing, boxes, info)
+            if found is not None:
+                return found
+        maps = [self._run(net, view).numpy() for net, view in zip(nets, views, strict=True)]
+        return maps, None
+
+    def _pairs(self) -> dict[str | None, tuple[torch.nn.Module, torch.nn.Module]]:
+        """The pairs of networks to run: every contrast family, or the one asked for."""
+        pairs = self.model.pairs
+        wanted = self.settings.family
+        if wanted == "auto":
+            return pairs
+        if wanted not in pairs:
+            named = ", ".join(str(name) for name in pairs if name is not None) or "none"
+            raise LoFiError(
+                f"--family {wanted}: this model has no such contrast family (it has: {named}); "
+                "use --family auto"
+            )
+        return {wanted: pairs[wanted]}
 
     def _working_grid(self, shape: tuple[int, ...], spacing: tuple[float, ...]) -> Grid | None:
         """The isotropic grid the networks run on, or None = the input's own grid."""
@@ -272,17 +304,25 @@ class Predictor:
         timings["preprocess_s"] = time.perf_counter() - start
 
         t = time.perf_counter()
-        nets = (self.model.vnet1, self.model.vnet2)
-        found = None
+        views = (view1, view2)
+        boxes = None
         if self.use_roi:
-            found = self._in_boxes(nets, (view1, view2), spacing, info, timings)
-        if found is not None:
-            maps, labelled = found
-        else:
-            maps = [
-                self._run(net, view).numpy() for net, view in zip(nets, (view1, view2), strict=True)
-            ]
-            labelled = None
+            boxes = self._locate((self.model.vnet1, self.model.vnet2), views, spacing, info)
+            timings["locate_s"] = time.perf_counter() - t
+        runs = {}
+        for family, nets in self.pairs.items():
+            run_info: dict[str, Any] = {}
+            maps, labelled = self._segment(nets, views, spacing, boxes, run_info)
+            agreement = view_agreement_dice(maps[0], maps[1], self.settings.threshold)
+            runs[family] = (agreement, maps, labelled, run_info)
+        # ties: the first pair; a pair that finds nothing (agreement NaN) loses
+        chosen = max(runs, key=lambda name: np.nan_to_num(runs[name][0], nan=-1.0))
+        _, maps, labelled, run_info = runs[chosen]
+        info.update(run_info)
+        if chosen is not None:
+            info["contrast_family"] = chosen
+        if len(runs) > 1:
+            info["family_view_agreement"] = {str(k): round(v[0], 4) for k, v in runs.items()}
         timings["inference_s"] = time.perf_counter() - t
         if grid is not None or pooled:  # probabilities back onto the input's grid, labelled there
             t = time.perf_counter()

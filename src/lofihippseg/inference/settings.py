@@ -33,6 +33,9 @@ class PredictSettings:
         grid: ``auto`` (the model's working grid, ``ModelSpec.grid_mm``: inputs on other
             grids are resampled to it and the probabilities mapped back), ``native`` (run on
             each input's own grid) or a voxel size in mm (e.g. ``1.5``).
+        family: ``auto`` (a model with several contrast families runs each pair of networks
+            and keeps the one whose two views agree best) or a family's name (e.g. ``t1``,
+            ``t2``: only that pair runs).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         threads: CPU threads for torch (None = torch's default).
         amp: float16 mixed precision on CUDA.
@@ -53,6 +56,7 @@ class PredictSettings:
     overlap: float = 0.25
     roi: str = "auto"
     grid: str = "auto"
+    family: str = "auto"
     device: str = "auto"
     threads: int | None = None
     amp: bool = True
@@ -81,6 +85,8 @@ class PredictSettings:
                 raise LoFiError(
                     f"--grid must be auto, native or a voxel size in mm (0.2-5), got {self.grid!r}"
                 )
+        if not isinstance(self.family, str) or not self.family.strip():
+            raise LoFiError(f"--family must be auto or a family's name, got {self.family!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
             raise LoFiError(f"--threads must be 1 or more, got {self.threads}")
         if not 0.0 <= self.overlap < 1.0:

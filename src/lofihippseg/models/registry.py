@@ -195,9 +195,38 @@ def half_precision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
-def bundle_dict(spec: ModelSpec, vnet1: dict, vnet2: dict) -> dict[str, Any]:
-    """What a single-file bundle holds (weights_only-safe: dicts, lists, tensors, numbers)."""
-    return {"format": "lofihippseg-bundle-1", "spec": to_dict(spec), "vnet1": vnet1, "vnet2": vnet2}
+def bundle_dict(
+    spec: ModelSpec,
+    vnet1: dict,
+    vnet2: dict,
+    family: str | None = None,
+    families: dict[str, tuple[dict, dict]] | None = None,
+) -> dict[str, Any]:
+    """What a single-file bundle holds (weights_only-safe: dicts, lists, tensors, numbers).
+
+    Args:
+        spec: the networks' spec (every pair shares it).
+        vnet1: network 1's state dict; with ``vnet2`` the first pair.
+        vnet2: network 2's state dict.
+        family: name of the contrast family the first pair was trained for (e.g. ``t2``).
+        families: more pairs of the same spec, by family name (e.g. ``{"t1": (sd1, sd2)}``);
+            inference runs every pair and keeps the one whose two views agree best.
+
+    Example:
+        >>> sd = build_vnet(ModelSpec(n_filters=2)).state_dict()
+        >>> sorted(bundle_dict(ModelSpec(n_filters=2), sd, sd, "t2", {"t1": (sd, sd)}))
+        ['families', 'family', 'format', 'spec', 'vnet1', 'vnet2']
+    """
+    bundle = {"format": "lofihippseg-bundle-1", "spec": to_dict(spec)}
+    bundle.update(vnet1=vnet1, vnet2=vnet2)
+    if families:
+        if family is None or family in families:
+            raise LoFiError("each contrast family needs its own name, the first pair's included")
+        bundle["family"] = family
+        bundle["families"] = {name: {"vnet1": a, "vnet2": b} for name, (a, b) in families.items()}
+    elif family is not None:
+        bundle["family"] = family
+    return bundle
 
 
 def spec_from_dict(data: dict[str, Any]) -> ModelSpec:

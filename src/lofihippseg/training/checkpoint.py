@@ -56,11 +56,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return data
 
 
-def init_state_dicts(path: str | Path) -> tuple[dict, dict | None, dict | None]:
+def init_state_dicts(
+    path: str | Path, family: str | None = None
+) -> tuple[dict, dict | None, dict | None]:
     """VNet/critic state dicts from a checkpoint used for ``--init``.
 
     Accepts our training checkpoints and bundles (``vnet1``, ``vnet2``, maybe ``critic``) and
-    the authors' released plain state dicts (one VNet, or a critic).
+    the authors' released plain state dicts (one VNet, or a critic). ``family``: which
+    contrast family's pair of a bundle with several (None = its first pair).
 
     Returns:
         ``(vnet1, vnet2 or None, critic or None)``; a plain VNet state dict gives ``(sd, None,
@@ -69,6 +72,8 @@ def init_state_dicts(path: str | Path) -> tuple[dict, dict | None, dict | None]:
     data = safe_torch_load(path)
     if not isinstance(data, dict):
         raise LoFiError(f"{path}: not a checkpoint or state dict")
+    if family is not None:
+        data = _family_pair(data, family, path)
     if "vnet1" in data:
         return data["vnet1"], data.get("vnet2"), data.get("critic")
     for key in ("state_dict", "model", "net"):  # common wrappers of a plain state dict
@@ -83,6 +88,20 @@ def init_state_dicts(path: str | Path) -> tuple[dict, dict | None, dict | None]:
     raise LoFiError(f"{path}: neither a VNet nor a critic state dict, nor a lofihippseg checkpoint")
 
 
+def _family_pair(data: dict, family: str, path: str | Path) -> dict:
+    """The ``vnet1``/``vnet2`` entries of ``family`` in a bundle (``models.registry``)."""
+    families = data.get("families") if isinstance(data.get("families"), dict) else {}
+    if family == data.get("family"):
+        return data
+    if family in families and isinstance(families[family], dict):
+        return families[family]
+    named = [str(n) for n in (data.get("family"), *families) if n is not None]
+    raise LoFiError(
+        f"{path}: no contrast family {family!r} to start from "
+        f"(it has: {', '.join(named) or 'none'})"
+    )
+
+
 def load_init(
     vnet1: torch.nn.Module,
     vnet2: torch.nn.Module,
@@ -90,15 +109,19 @@ def load_init(
     init1: str | None,
     init2: str | None,
     init_critic: str | None,
+    init_family: str | None = None,
 ) -> list[str]:
     """Initialise the networks from ``--init`` files; returns what was loaded (for the log).
 
     ``init1`` alone initialises both VNets (from its ``vnet1``/``vnet2`` if it is a bundle, else
-    the same plain weights into both), as the released training started both from one model.
+    the same plain weights into both), as the released training started both from one model;
+    ``init_family`` picks the pair of a bundle with several contrast families.
     """
     done: list[str] = []
+    if init_family is not None and not init1:
+        raise LoFiError("--init-family needs --init1 (the bundle whose family to start from)")
     if init1:
-        sd1, sd2, sdc = init_state_dicts(init1)
+        sd1, sd2, sdc = init_state_dicts(init1, init_family)
         if sd1:
             load_weights(vnet1, sd1, init1)
             done.append(f"vnet1 <- {init1}")

@@ -84,6 +84,8 @@ class TrainConfig:
             the global batch); on CPU batch-norm statistics are per process.
         init1, init2, init_critic: checkpoints to start from (ours, or released plain state
             dicts); ``init1`` alone initialises both VNets.
+        init_family: the contrast family of ``init1`` to start from when it is a bundle with
+            several (e.g. ``t1`` of the shipped model); None = its first pair.
         out_dir: parent folder of run folders; name: run folder name (default: time stamp).
         plan: what ``train``'s planner chose and why (``training.plan``); empty when the
             settings were not planned (``--config`` or ``--no-plan``).
@@ -129,6 +131,7 @@ class TrainConfig:
     init1: str | None = None
     init2: str | None = None
     init_critic: str | None = None
+    init_family: str | None = None
     out_dir: str = "runs"
     name: str | None = None
     plan: tuple[str, ...] = ()

@@ -107,7 +107,7 @@ def _build(config: TrainConfig, ctx: D.DistContext, n_train: int) -> tuple[Train
     torch.manual_seed(config.seed)
     spec = config.model
     nets = [build_vnet(spec), build_vnet(spec), build_critic()]
-    done = load_init(*nets, config.init1, config.init2, config.init_critic)
+    done = load_init(*nets, config.init1, config.init2, config.init_critic, config.init_family)
     nets = [n.to(ctx.device).train() for n in nets]
     vnet1 = D.wrap(nets[0], ctx, config.sync_batchnorm)
     vnet2 = nets[1] if config.single_view else D.wrap(nets[1], ctx, config.sync_batchnorm)

@@ -164,7 +164,7 @@ def run_demo(out_dir: str | Path = "demo_output", config: DemoConfig | None = No
     data, images, labels = _cohort(config, out)
     seconds["data"] = time.perf_counter() - start
 
-    before = None
+    before, family = None, None
     if config.from_scratch:
         spec, init = ModelSpec(n_filters=config.n_filters), None
     else:
@@ -172,11 +172,15 @@ def run_demo(out_dir: str | Path = "demo_output", config: DemoConfig | None = No
         log.info("scoring the shipped model on the %d held-out cases", len(images))
         shipped = load_model(None, device="cpu")
         spec, init = shipped.spec, str(DEFAULT_MODEL)
+        if config.data is None and config.contrast in shipped.pairs:
+            family = config.contrast  # the synthetic cohort's contrast family, if it has one
         _, before = _score(None, images, labels, out, "predictions_before", config.device)
         seconds["score before"] = time.perf_counter() - start
 
     start = time.perf_counter()
     what = "training a new small model" if config.from_scratch else "fine-tuning the shipped model"
+    if family is not None:
+        what += f" (its {family} pair of networks)"
     log.info("%s for %d iterations", what, config.iterations)
     train_config = TrainConfig(
         data=(data,),
@@ -192,6 +196,7 @@ def run_demo(out_dir: str | Path = "demo_output", config: DemoConfig | None = No
         device=config.device,
         num_workers=0,
         init1=init,
+        init_family=family,
         out_dir=str(out / "runs"),
         name="demo",
         amp=False,

@@ -1,0 +1,198 @@
+"""One pair of networks per contrast family: bundles, loading, the choice by view agreement."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cohort_helpers import BrightNet
+from conftest import release_module, write_nifti
+from test_predict import synthetic_head
+
+from lofihippseg.cli import main
+from lofihippseg.errors import LoFiError
+from lofihippseg.inference.model_loading import LoadedModel, load_model
+from lofihippseg.inference.predictor import Predictor
+from lofihippseg.inference.settings import PredictSettings
+from lofihippseg.io.nifti import load_image
+from lofihippseg.models.registry import ModelSpec, build_vnet, bundle_dict
+
+
+class EmptyNet(torch.nn.Module):
+    """Finds nothing anywhere."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 2, *x.shape[2:]), -40.0)
+
+
+def two_family_model() -> LoadedModel:
+    """First pair ``t2``: its views disagree (one finds the blobs, one nothing); ``t1``: agree."""
+    spec = ModelSpec(n_filters=4, view_mode="lowpass", cutoff=0.5)
+    return LoadedModel(
+        spec=spec,
+        vnet1=BrightNet(),
+        vnet2=EmptyNet(),
+        source="test",
+        family="t2",
+        alternatives={"t1": (BrightNet(), BrightNet())},
+    )
+
+
+@pytest.fixture
+def head(tmp_path):
+    return load_image(write_nifti(tmp_path / "head.nii.gz", synthetic_head()))
+
+
+def test_the_pair_whose_views_agree_best_is_kept(head):
+    pred = Predictor(two_family_model(), PredictSettings(device="cpu", roi="off")).predict_volume(
+        head
+    )
+    assert pred.info["contrast_family"] == "t1"
+    agreement = pred.info["family_view_agreement"]
+    assert agreement["t2"] == 0.0 and agreement["t1"] > 0.5
+    assert pred.view_dice == pytest.approx(agreement["t1"], abs=1e-4)  # the kept pair's
+    assert (pred.labels == 1).sum() > 20 and (pred.labels == 2).sum() > 20
+
+
+def test_a_family_can_be_asked_for_by_name(head):
+    model = two_family_model()
+    forced = Predictor(model, PredictSettings(device="cpu", roi="off", family="t2"))
+    pred = forced.predict_volume(head)
+    assert pred.info["contrast_family"] == "t2" and "family_view_agreement" not in pred.info
+    assert pred.view_dice == 0.0  # the disagreeing pair, as asked
+    with pytest.raises(LoFiError, match="no such contrast family.*t2, t1"):
+        Predictor(model, PredictSettings(device="cpu", family="flair"))
+
+
+def test_a_pair_that_finds_nothing_is_never_chosen(head):
+    spec = ModelSpec(n_filters=4, view_mode="lowpass", cutoff=0.5)
+    model = LoadedModel(
+        spec=spec,
+        vnet1=EmptyNet(),
+        vnet2=EmptyNet(),
+        source="test",
+        family="t2",
+        alternatives={"t1": (BrightNet(), EmptyNet())},
+    )
+    pred = Predictor(model, PredictSettings(device="cpu", roi="off")).predict_volume(head)
+    assert pred.info["contrast_family"] == "t1"  # agreement 0 beats nothing found (NaN)
+
+
+def test_bundle_with_families_round_trips(tmp_path, head):
+    spec = ModelSpec(n_filters=4)
+    torch.manual_seed(0)
+    pairs = {name: (build_vnet(spec).state_dict(), build_vnet(spec).state_dict()) for name in "ab"}
+    torch.save(
+        bundle_dict(spec, *pairs["a"], family="t2", families={"t1": pairs["b"]}), tmp_path / "m.pt"
+    )
+    model = load_model(tmp_path / "m.pt")
+    assert model.family == "t2" and list(model.pairs) == ["t2", "t1"]
+    for name, (net1, _) in zip(("a", "b"), model.pairs.values(), strict=True):
+        torch.testing.assert_close(
+            net1.state_dict()["decoder1.out_conv.weight"],
+            pairs[name][0]["decoder1.out_conv.weight"],
+        )
+    pred = Predictor(model, PredictSettings(device="cpu", roi="off")).predict_volume(head)
+    assert pred.info["contrast_family"] in ("t1", "t2")
+    assert set(pred.info["family_view_agreement"]) == {"t1", "t2"}
+    # a bundle without families still loads as one unnamed pair
+    torch.save(bundle_dict(spec, *pairs["a"]), tmp_path / "one.pt")
+    one = load_model(tmp_path / "one.pt")
+    assert one.family is None and list(one.pairs) == [None]
+    info = Predictor(one, PredictSettings(device="cpu", roi="off")).predict_volume(head).info
+    assert "contrast_family" not in info
+
+
+def test_bad_family_bundles_are_refused_in_one_line(tmp_path):
+    spec = ModelSpec(n_filters=4)
+    sd = build_vnet(spec).state_dict()
+    with pytest.raises(LoFiError, match="own name"):
+        bundle_dict(spec, sd, sd, families={"t1": (sd, sd)})  # the first pair unnamed
+    with pytest.raises(LoFiError, match="own name"):
+        bundle_dict(spec, sd, sd, family="t1", families={"t1": (sd, sd)})
+    broken = bundle_dict(spec, sd, sd, family="t2", families={"t1": (sd, sd)})
+    broken["families"]["t1"] = {"vnet1": sd}
+    torch.save(broken, tmp_path / "broken.pt")
+    with pytest.raises(LoFiError, match="broken.pt: contrast family 't1' has no vnet1/vnet2"):
+        load_model(tmp_path / "broken.pt")
+    narrow = build_vnet(ModelSpec(n_filters=2)).state_dict()
+    torch.save(
+        bundle_dict(spec, sd, sd, family="t2", families={"t1": (narrow, narrow)}), tmp_path / "w.pt"
+    )
+    with pytest.raises(LoFiError, match=r"w.pt \(t1\) \(vnet1\): weights do not fit"):
+        load_model(tmp_path / "w.pt")
+
+
+def test_cli_family_option(tmp_path, capsys):
+    spec = ModelSpec(n_filters=4)
+    sd = build_vnet(spec).state_dict()
+    torch.save(bundle_dict(spec, sd, sd, family="t2", families={"t1": (sd, sd)}), tmp_path / "m.pt")
+    scan = write_nifti(tmp_path / "scan.nii.gz", synthetic_head())
+    out = tmp_path / "out"
+    args = ["predict", str(scan), "-o", str(out), "--model", str(tmp_path / "m.pt"), "--no-qc"]
+    assert main([*args, "--family", "t1", "--device", "cpu"]) in (None, 0)
+    sidecar = json.loads(next(out.glob("*.json")).read_text())
+    assert sidecar["effective"]["contrast_family"] == "t1"
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--family", "pd", "--device", "cpu", "--overwrite"])
+    err = capsys.readouterr().err
+    assert exc.value.code != 0 and "no such contrast family" in err and "Traceback" not in err
+
+
+def _fake_run(folder: Path, spec: ModelSpec, seed: int, iteration: int) -> dict:
+    torch.manual_seed(seed)
+    ckpt = {
+        "spec": {"n_filters": spec.n_filters},
+        "vnet1": build_vnet(spec).state_dict(),
+        "vnet2": build_vnet(spec).state_dict(),
+        "iteration": iteration,
+        "best_dice": 0.5,
+    }
+    (folder / "checkpoints").mkdir(parents=True)
+    torch.save(ckpt, folder / "checkpoints" / "last.pt")
+    (folder / "config.json").write_text(json.dumps({"init1": None}))
+    return ckpt
+
+
+def test_release_export_writes_one_pair_per_family(tmp_path):
+    export = release_module("train_release_model").export
+    spec = ModelSpec(n_filters=4)
+    t2 = _fake_run(tmp_path / "t2", spec, 0, 30)
+    t1 = _fake_run(tmp_path / "t1", spec, 1, 20)
+    out = export(tmp_path / "t2", tmp_path / "b.pt", "last.pt", 1.5, "t2", {"t1": tmp_path / "t1"})
+    model = load_model(out)
+    assert model.spec.grid_mm == 1.5 and list(model.pairs) == ["t2", "t1"]
+    for ckpt, (net1, net2) in zip((t2, t1), model.pairs.values(), strict=True):
+        for want, net in ((ckpt["vnet1"], net1), (ckpt["vnet2"], net2)):
+            got = net.state_dict()["decoder1.out_conv.weight"]
+            np.testing.assert_allclose(got, want["decoder1.out_conv.weight"].half().float())
+    assert torch.load(out, weights_only=True)["family_iterations"] == {"t2": 30, "t1": 20}
+    _fake_run(tmp_path / "wide", ModelSpec(n_filters=8), 2, 5)
+    with pytest.raises(SystemExit, match="spec differs"):
+        export(tmp_path / "t2", tmp_path / "c.pt", "last.pt", 1.5, "t2", {"t1": tmp_path / "wide"})
+
+
+def test_training_can_start_from_either_family(tmp_path):
+    from lofihippseg.training.checkpoint import init_state_dicts, load_init
+
+    spec = ModelSpec(n_filters=4)
+    torch.manual_seed(0)
+    t2 = (build_vnet(spec).state_dict(), build_vnet(spec).state_dict())
+    t1 = (build_vnet(spec).state_dict(), build_vnet(spec).state_dict())
+    path = tmp_path / "m.pt"
+    torch.save(bundle_dict(spec, *t2, family="t2", families={"t1": t1}), path)
+    key = "decoder1.out_conv.weight"
+    for family, want in ((None, t2), ("t2", t2), ("t1", t1)):
+        sd1, sd2, _ = init_state_dicts(path, family)
+        torch.testing.assert_close(sd1[key], want[0][key])
+        torch.testing.assert_close(sd2[key], want[1][key])
+    with pytest.raises(LoFiError, match="no contrast family 'pd' to start from.*t2, t1"):
+        init_state_dicts(path, "pd")
+    nets = [build_vnet(spec), build_vnet(spec), torch.nn.Linear(1, 1)]
+    assert load_init(*nets, str(path), None, None, "t1") == [f"vnet1 <- {path}", f"vnet2 <- {path}"]
+    torch.testing.assert_close(nets[1].state_dict()[key], t1[1][key])
+    with pytest.raises(LoFiError, match="needs --init1"):
+        load_init(*nets, None, None, None, "t1")
