@@ -472,6 +472,7 @@ class Sweep:
             "--roi-size 0": ["--roi-size", "0"], "--roi-size 17": ["--roi-size", "17"],
             "--shard 3/2": ["--shard", "3/2"], "--shard x": ["--shard", "x"],
             "--grid coarse": ["--grid", "coarse"], "--grid 0": ["--grid", "0"],
+            "--family pd": ["--family", "pd"], "--family ''": ["--family", ""],
         }  # fmt: skip
         for name, extra in predict_bad.items():
             self.check(f"option:{name}", "predict",
@@ -482,6 +483,7 @@ class Sweep:
             "--name ../escape": ["--name", "../escape"], "--name /abs": ["--name", "/tmp/x"],
             "--patch 17": ["--patch", "17"], "--iterations 0": ["--iterations", "0"],
             "--batch 0": ["--batch", "0"], "--lr nan": ["--lr", "nan"],
+            "--init-family t1 (no --init1)": ["--init-family", "t1"],
         }  # fmt: skip
         for name, extra in train_bad.items():
             self.check(f"option:{name}", "train",

@@ -53,11 +53,13 @@ def export(
     grid_mm: float | None = None,
     family: str | None = None,
     others: dict[str, Path] | None = None,
+    other_grids: dict[str, float] | None = None,
 ) -> Path:
     """Write ``run``'s checkpoint as a float16 model bundle (what ``load_model`` reads);
     ``grid_mm``: its working grid, an isotropic voxel size within the pool's (inference
     resamples other inputs to it); ``family``: the contrast family ``run`` was trained for;
-    ``others``: runs of other contrast families (same spec, same ``checkpoint`` name) by name.
+    ``others``: runs of other contrast families (same spec, same ``checkpoint`` name) by name;
+    ``other_grids``: the working grid of those that run on another grid than ``grid_mm``.
 
     Example:
         >>> export(Path("runs/release_cpu"))  # doctest: +SKIP
@@ -75,7 +77,7 @@ def export(
             raise SystemExit(f"{other_path}: its spec differs from {ckpt_path}'s")
         families[name] = (half_precision(other["vnet1"]), half_precision(other["vnet2"]))
         iterations[name] = int(other["iteration"])
-    bundle = bundle_dict(spec, *vnets, family=family, families=families)
+    bundle = bundle_dict(spec, *vnets, family, families, other_grids)
     localiser = _init_localiser(run)
     if localiser is not None:  # fine-tuned from a bundle: keep the localiser it had
         bundle["localiser"] = localiser
@@ -99,6 +101,15 @@ def _family_run(text: str) -> tuple[str, Path]:
     if not sep or not name or not run:
         raise argparse.ArgumentTypeError(f"expected NAME=RUN_FOLDER, got {text!r}")
     return name, Path(run)
+
+
+def _family_grid(text: str) -> tuple[str, float]:
+    """``NAME=MM`` of ``--family-grid-mm``."""
+    name, sep, mm = text.partition("=")
+    try:
+        return name, float(mm) if sep and name else float("")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=MM (e.g. t1=1.0), got {text!r}") from None
 
 
 def _init_localiser(run: Path) -> dict | None:
@@ -146,13 +157,22 @@ def main() -> None:
         metavar="NAME=RUN",
         help="also export RUN's networks as contrast family NAME (repeatable)",
     )
+    p.add_argument(
+        "--family-grid-mm",
+        type=_family_grid,
+        action="append",
+        default=[],
+        metavar="NAME=MM",
+        help="the working grid of an added family trained on another grid (e.g. t1=1.0)",
+    )
     a = p.parse_args()
 
     if a.export is not None:
         others = dict(a.add_family)
         if others and a.family is None:
             p.error("--add-family needs --family (the name of the exported run's family)")
-        export(a.export, a.export_to, a.checkpoint, a.grid_mm, a.family, others)
+        grids = dict(a.family_grid_mm)
+        export(a.export, a.export_to, a.checkpoint, a.grid_mm, a.family, others, grids)
         return
     from lofihippseg.config import load_settings
     from lofihippseg.training.config import TrainConfig

@@ -162,9 +162,11 @@ def test_release_export_writes_one_pair_per_family(tmp_path):
     spec = ModelSpec(n_filters=4)
     t2 = _fake_run(tmp_path / "t2", spec, 0, 30)
     t1 = _fake_run(tmp_path / "t1", spec, 1, 20)
-    out = export(tmp_path / "t2", tmp_path / "b.pt", "last.pt", 1.5, "t2", {"t1": tmp_path / "t1"})
+    others, grids = {"t1": tmp_path / "t1"}, {"t1": 1.0}
+    out = export(tmp_path / "t2", tmp_path / "b.pt", "last.pt", 1.5, "t2", others, grids)
     model = load_model(out)
     assert model.spec.grid_mm == 1.5 and list(model.pairs) == ["t2", "t1"]
+    assert model.grid_of("t1") == 1.0 and model.grid_of("t2") == 1.5
     for ckpt, (net1, net2) in zip((t2, t1), model.pairs.values(), strict=True):
         for want, net in ((ckpt["vnet1"], net1), (ckpt["vnet2"], net2)):
             got = net.state_dict()["decoder1.out_conv.weight"]
@@ -196,3 +198,28 @@ def test_training_can_start_from_either_family(tmp_path):
     torch.testing.assert_close(nets[1].state_dict()[key], t1[1][key])
     with pytest.raises(LoFiError, match="needs --init1"):
         load_init(*nets, None, None, None, "t1")
+
+
+def test_each_family_runs_on_its_own_working_grid(tmp_path):
+    spec = ModelSpec(n_filters=4, grid_mm=1.5)
+    sd = build_vnet(spec).state_dict()
+    path = tmp_path / "m.pt"
+    torch.save(bundle_dict(spec, sd, sd, "t2", {"t1": (sd, sd)}, {"t1": 1.0}), path)
+    model = load_model(path)
+    assert model.grid_of("t1") == 1.0 and model.grid_of("t2") == 1.5
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    scan = load_image(write_nifti(tmp_path / "s.nii.gz", synthetic_head((40, 36, 30)), affine))
+    for family, mm in (("t1", 1.0), ("t2", 1.5)):
+        settings = PredictSettings(device="cpu", roi="off", family=family)
+        pred = Predictor(model, settings).predict_volume(scan)
+        assert pred.info["working_grid_mm"] == mm and pred.info["grid_spacing_mm"][0] == mm
+        assert pred.labels.shape == scan.data.shape  # back on the input's grid
+    both = Predictor(model, PredictSettings(device="cpu", roi="off")).predict_volume(scan)
+    assert both.info["working_grid_mm"] == model.grid_of(both.info["contrast_family"])
+    with pytest.raises(LoFiError, match="not one of the families"):
+        bundle_dict(spec, sd, sd, "t2", {"t1": (sd, sd)}, {"pd": 1.0})
+    bad = bundle_dict(spec, sd, sd, "t2", {"t1": (sd, sd)}, {"t1": 1.0})
+    bad["families"]["t1"]["grid_mm"] = 50.0
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(LoFiError, match=r"bad.pt: contrast family 't1': model spec grid_mm"):
+        load_model(tmp_path / "bad.pt")

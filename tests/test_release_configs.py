@@ -11,7 +11,7 @@ from lofihippseg.config import load_settings
 from lofihippseg.training.config import TrainConfig
 
 RELEASE = Path(__file__).resolve().parents[1] / "release"
-CONFIGS = [RELEASE / "release_config.json", RELEASE / "release_config_t1.json"]
+CONFIGS = [RELEASE / f"release_config{s}.json" for s in ("", "_t1", "_t1_1mm")]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

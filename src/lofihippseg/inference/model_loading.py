@@ -54,6 +54,8 @@ class LoadedModel:
         family: the contrast family ``vnet1``/``vnet2`` were trained for (None = unnamed).
         alternatives: more pairs of networks (same spec) by contrast family; inference runs
             every pair and keeps the one whose two views agree best (``PredictSettings.family``).
+        family_grid_mm: working grids of the alternatives that run on another grid than
+            ``spec.grid_mm``.
     """
 
     spec: ModelSpec
@@ -64,6 +66,11 @@ class LoadedModel:
     localiser: Localiser | None = None
     family: str | None = None
     alternatives: dict[str, tuple[torch.nn.Module, torch.nn.Module]] = field(default_factory=dict)
+    family_grid_mm: dict[str, float | None] = field(default_factory=dict)
+
+    def grid_of(self, family: str | None) -> float | None:
+        """The working grid (mm) of a family's pair: its own if it has one, else the spec's."""
+        return self.family_grid_mm.get(family, self.spec.grid_mm) if family else self.spec.grid_mm
 
     @property
     def pairs(self) -> dict[str | None, tuple[torch.nn.Module, torch.nn.Module]]:
@@ -119,20 +126,21 @@ def _from_bundle(path: Path, device: str, config_spec: dict | None = None) -> Lo
         model.vnet2, model.single_view = model.vnet1, True
     if data.get("localiser") is not None:
         model.localiser = localiser_from_entry(data["localiser"], str(path), device)
-    model.family, model.alternatives = _families(data, model, path, device)
+    model.family, model.alternatives, model.family_grid_mm = _families(data, model, path, device)
     return model
 
 
 def _families(
     data: dict[str, Any], model: LoadedModel, path: Path, device: str
-) -> tuple[str | None, dict[str, tuple[torch.nn.Module, torch.nn.Module]]]:
-    """The bundle's first pair's family name and its other pairs (contrast families)."""
+) -> tuple[str | None, dict[str, tuple[torch.nn.Module, torch.nn.Module]], dict[str, float | None]]:
+    """The bundle's first pair's family name, its other pairs (contrast families) and the
+    working grids of those that have their own."""
     family, families = data.get("family"), data.get("families") or {}
     if family is not None and not isinstance(family, str):
         raise LoFiError(f"{path}: bad contrast family name {family!r}")
     if not isinstance(families, dict) or (families and family is None):
         raise LoFiError(f"{path}: bad contrast families (expected names with vnet1/vnet2 each)")
-    pairs = {}
+    pairs, grids = {}, {}
     for name, entry in families.items():
         if not isinstance(entry, dict) or "vnet1" not in entry or "vnet2" not in entry:
             raise LoFiError(f"{path}: contrast family {name!r} has no vnet1/vnet2")
@@ -140,7 +148,12 @@ def _families(
             raise LoFiError(f"{path}: a single-view model cannot have contrast families")
         other = _build(model.spec, entry["vnet1"], entry["vnet2"], f"{path} ({name})", device)
         pairs[str(name)] = (other.vnet1, other.vnet2)
-    return family, pairs
+        if "grid_mm" in entry:  # validated as a spec's grid is
+            try:
+                grids[str(name)] = dataclasses.replace(model.spec, grid_mm=entry["grid_mm"]).grid_mm
+            except LoFiError as exc:
+                raise LoFiError(f"{path}: contrast family {name!r}: {exc}") from None
+    return family, pairs, grids
 
 
 def _inherited_localiser(init: Any, device: str) -> Localiser | None:

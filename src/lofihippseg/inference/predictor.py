@@ -10,6 +10,8 @@ view 1 = the crop, view 2 = ``frequency_view(crop)`` -> VNet 1 on view 1, VNet 2
 sigmoid -> probabilities back onto the input's grid (only where a label can be) -> fusion ->
 threshold -> left/right overlap rule -> optional largest component per side -> pasted back
 into the full canonical volume. ``io.nifti.save_like`` then writes it on the input's exact grid.
+A model with several contrast families runs this once per pair of networks, each on its own
+working grid, and keeps the result whose two views agree best.
 """
 
 from __future__ import annotations
@@ -246,9 +248,11 @@ class Predictor:
             )
         return {wanted: pairs[wanted]}
 
-    def _working_grid(self, shape: tuple[int, ...], spacing: tuple[float, ...]) -> Grid | None:
+    def _working_grid(
+        self, shape: tuple[int, ...], spacing: tuple[float, ...], grid_mm: float | None
+    ) -> Grid | None:
         """The isotropic grid the networks run on, or None = the input's own grid."""
-        mm = self.settings.grid_mm(self.spec.grid_mm)
+        mm = self.settings.grid_mm(grid_mm)
         return None if mm is None else working_grid(shape, spacing, mm)
 
     def _back_to_input(
@@ -270,17 +274,43 @@ class Predictor:
         return fuse_to_labels(p1, p2, self.fusion, self.settings.threshold, self.overlap_rule)
 
     def predict_volume(self, volume: Volume) -> Prediction:
-        """Segment one canonical volume.
+        """Segment one canonical volume (with each contrast family's pair of networks, keeping
+        the one whose two views agree best, when the model has several).
 
         Example:
             >>> pred = predictor.predict_volume(load_image("scan.nii.gz"))  # doctest: +SKIP
             >>> pred.labels.dtype, pred.labels.shape == vol.data.shape  # doctest: +SKIP
         """
+        runs = {
+            family: self._predict_pair(volume, nets, self.model.grid_of(family))
+            for family, nets in self.pairs.items()
+        }
+        # ties: the first pair; a pair that finds nothing (agreement NaN) loses
+        chosen = max(runs, key=lambda name: np.nan_to_num(runs[name].view_dice, nan=-1.0))
+        pred = runs[chosen]
+        if chosen is not None:
+            pred.info["contrast_family"] = chosen
+        if len(runs) > 1:
+            pred.info["family_view_agreement"] = {
+                str(k): None if np.isnan(r.view_dice) else round(r.view_dice, 4)
+                for k, r in runs.items()
+            }
+            pred.timings["total_s"] = sum(r.timings["total_s"] for r in runs.values())
+        return pred
+
+    def _predict_pair(
+        self,
+        volume: Volume,
+        nets: tuple[torch.nn.Module, torch.nn.Module],
+        grid_mm: float | None,
+    ) -> Prediction:
+        """Segment one canonical volume with one pair of networks on its working grid."""
         timings: dict[str, float] = {}
         info: dict[str, Any] = self.describe()
+        info["working_grid_mm"] = self.settings.grid_mm(grid_mm)
         start = time.perf_counter()
         # a scan much finer than the working grid is averaged over whole blocks first
-        factors = regrid.pool_factors(volume.spacing, self.settings.grid_mm(self.spec.grid_mm))
+        factors = regrid.pool_factors(volume.spacing, self.settings.grid_mm(grid_mm))
         pooled = any(f > 1 for f in factors)
         data = regrid.pool(volume.data, factors) if pooled else volume.data
         crop, coarse_box = crop_and_normalise(
@@ -289,7 +319,7 @@ class Predictor:
         box, fine_shape = regrid.fine_box(coarse_box, factors, volume.data.shape)
         view1 = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))
         spacing = tuple(s * f for s, f in zip(volume.spacing, factors, strict=True))
-        grid = self._working_grid(crop.shape, spacing)
+        grid = self._working_grid(crop.shape, spacing, grid_mm)
         if grid is not None:
             view1, spacing = resize(view1, grid.shape), grid.spacing
         if grid is not None or pooled:
@@ -307,22 +337,9 @@ class Predictor:
         views = (view1, view2)
         boxes = None
         if self.use_roi:
-            boxes = self._locate((self.model.vnet1, self.model.vnet2), views, spacing, info)
+            boxes = self._locate(nets, views, spacing, info)
             timings["locate_s"] = time.perf_counter() - t
-        runs = {}
-        for family, nets in self.pairs.items():
-            run_info: dict[str, Any] = {}
-            maps, labelled = self._segment(nets, views, spacing, boxes, run_info)
-            agreement = view_agreement_dice(maps[0], maps[1], self.settings.threshold)
-            runs[family] = (agreement, maps, labelled, run_info)
-        # ties: the first pair; a pair that finds nothing (agreement NaN) loses
-        chosen = max(runs, key=lambda name: np.nan_to_num(runs[name][0], nan=-1.0))
-        _, maps, labelled, run_info = runs[chosen]
-        info.update(run_info)
-        if chosen is not None:
-            info["contrast_family"] = chosen
-        if len(runs) > 1:
-            info["family_view_agreement"] = {str(k): round(v[0], 4) for k, v in runs.items()}
+        maps, labelled = self._segment(nets, views, spacing, boxes, info)
         timings["inference_s"] = time.perf_counter() - t
         if grid is not None or pooled:  # probabilities back onto the input's grid, labelled there
             t = time.perf_counter()

@@ -201,6 +201,7 @@ def bundle_dict(
     vnet2: dict,
     family: str | None = None,
     families: dict[str, tuple[dict, dict]] | None = None,
+    family_grid_mm: dict[str, float | None] | None = None,
 ) -> dict[str, Any]:
     """What a single-file bundle holds (weights_only-safe: dicts, lists, tensors, numbers).
 
@@ -211,6 +212,8 @@ def bundle_dict(
         family: name of the contrast family the first pair was trained for (e.g. ``t2``).
         families: more pairs of the same spec, by family name (e.g. ``{"t1": (sd1, sd2)}``);
             inference runs every pair and keeps the one whose two views agree best.
+        family_grid_mm: the working grid of a family in ``families`` that runs on another grid
+            than ``spec.grid_mm`` (e.g. ``{"t1": 1.0}``).
 
     Example:
         >>> sd = build_vnet(ModelSpec(n_filters=2)).state_dict()
@@ -224,6 +227,10 @@ def bundle_dict(
             raise LoFiError("each contrast family needs its own name, the first pair's included")
         bundle["family"] = family
         bundle["families"] = {name: {"vnet1": a, "vnet2": b} for name, (a, b) in families.items()}
+        for name, mm in (family_grid_mm or {}).items():
+            if name not in families:
+                raise LoFiError(f"a working grid for {name!r}, which is not one of the families")
+            bundle["families"][name]["grid_mm"] = mm
     elif family is not None:
         bundle["family"] = family
     return bundle
