@@ -17,6 +17,7 @@ def test_demo_fine_tunes_the_shipped_model_and_scores_before_and_after(tmp_path)
     config = (result.run_dir / "config.json").read_text()
     assert "lofihippseg_default.pt" in config  # started from the shipped weights
     assert '"init_family": "t1"' in config  # the T1-like cohort starts from the t1 pair
+    assert '"grid_mm": 1.0' in config  # and keeps that pair's working grid
     assert (result.run_dir / "checkpoints" / "last.pt").is_file()
     assert result.before is not None and not result.before.missing
     assert not result.predictions.failed and len(result.predictions.results) >= 1

@@ -174,6 +174,7 @@ def run_demo(out_dir: str | Path = "demo_output", config: DemoConfig | None = No
         spec, init = shipped.spec, str(DEFAULT_MODEL)
         if config.data is None and config.contrast in shipped.pairs:
             family = config.contrast  # the synthetic cohort's contrast family, if it has one
+            spec = replace(spec, grid_mm=shipped.grid_of(family))  # and its grid
         _, before = _score(None, images, labels, out, "predictions_before", config.device)
         seconds["score before"] = time.perf_counter() - start
 
