@@ -19,6 +19,7 @@ from lofihippseg.inference.predictor import Predictor
 from lofihippseg.inference.settings import PredictSettings
 from lofihippseg.io.nifti import load_image
 from lofihippseg.models.registry import ModelSpec, build_vnet, bundle_dict
+from lofihippseg.reporting.volumes import read_rows
 
 
 class EmptyNet(torch.nn.Module):
@@ -136,6 +137,7 @@ def test_cli_family_option(tmp_path, capsys):
     assert main([*args, "--family", "t1", "--device", "cpu"]) in (None, 0)
     sidecar = json.loads(next(out.glob("*.json")).read_text())
     assert sidecar["effective"]["contrast_family"] == "t1"
+    assert read_rows(out / "volumes.csv")[0]["contrast_family"] == "t1"  # the cohort table too
     with pytest.raises(SystemExit) as exc:
         main([*args, "--family", "pd", "--device", "cpu", "--overwrite"])
     err = capsys.readouterr().err

@@ -334,6 +334,7 @@ def _write_case(
         row["left_ml"], row["right_ml"], pred.view_dice, volume.data.shape, volume.spacing
     )
     row.update(status=quality.status, status_reason=quality.reason)
+    row["contrast_family"] = pred.info.get("contrast_family") or ""
     if settings.qc:
         title = (
             f"{case}   left {row['left_ml']:.2f} mL   right {row['right_ml']:.2f} mL   "

@@ -27,6 +27,7 @@ COLUMNS = (
     "view_dice",
     "status",
     "status_reason",
+    "contrast_family",  # the pair of networks that segmented the case (models with several)
 )
 
 
