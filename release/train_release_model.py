@@ -107,9 +107,12 @@ def _family_grid(text: str) -> tuple[str, float]:
     """``NAME=MM`` of ``--family-grid-mm``."""
     name, sep, mm = text.partition("=")
     try:
-        return name, float(mm) if sep and name else float("")
+        grid = float(mm)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected NAME=MM (e.g. t1=1.0), got {text!r}") from None
+        grid = None
+    if not sep or not name or grid is None:
+        raise argparse.ArgumentTypeError(f"expected NAME=MM (e.g. t1=1.0), got {text!r}")
+    return name, grid
 
 
 def _init_localiser(run: Path) -> dict | None:

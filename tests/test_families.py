@@ -29,17 +29,16 @@ class EmptyNet(torch.nn.Module):
         return torch.full((x.shape[0], 2, *x.shape[2:]), -40.0)
 
 
-def two_family_model() -> LoadedModel:
-    """First pair ``t2``: its views disagree (one finds the blobs, one nothing); ``t1``: agree."""
+def two_family_model(
+    t2: tuple[torch.nn.Module, torch.nn.Module] | None = None,
+    t1: tuple[torch.nn.Module, torch.nn.Module] | None = None,
+) -> LoadedModel:
+    """Pairs ``t2`` (first) and ``t1``; by default the ``t2`` views disagree (one finds the
+    blobs, one nothing) and the ``t1`` views agree."""
+    t2 = t2 or (BrightNet(), EmptyNet())
+    t1 = t1 or (BrightNet(), BrightNet())
     spec = ModelSpec(n_filters=4, view_mode="lowpass", cutoff=0.5)
-    return LoadedModel(
-        spec=spec,
-        vnet1=BrightNet(),
-        vnet2=EmptyNet(),
-        source="test",
-        family="t2",
-        alternatives={"t1": (BrightNet(), BrightNet())},
-    )
+    return LoadedModel(spec, *t2, source="test", family="t2", alternatives={"t1": t1})
 
 
 @pytest.fixture
@@ -69,15 +68,7 @@ def test_a_family_can_be_asked_for_by_name(head):
 
 
 def test_a_pair_that_finds_nothing_is_never_chosen(head):
-    spec = ModelSpec(n_filters=4, view_mode="lowpass", cutoff=0.5)
-    model = LoadedModel(
-        spec=spec,
-        vnet1=EmptyNet(),
-        vnet2=EmptyNet(),
-        source="test",
-        family="t2",
-        alternatives={"t1": (BrightNet(), EmptyNet())},
-    )
+    model = two_family_model(t2=(EmptyNet(), EmptyNet()), t1=(BrightNet(), EmptyNet()))
     pred = Predictor(model, PredictSettings(device="cpu", roi="off")).predict_volume(head)
     assert pred.info["contrast_family"] == "t1"  # agreement 0 beats nothing found (NaN)
 
