@@ -5,10 +5,13 @@ pool's ``sources.csv``. For each family this writes a folder beside the pool (``
 ``POOL_t1``) that links the pool's images and labels and lists, as its ``train.list``, the
 training cases of that family and of random contrast (both families see random contrast); the
 validation cases (``val.list``), the map list of on-the-fly synthesis (``training_maps.list``)
-and ``sources.csv`` are copied. Nothing is duplicated but the lists.
+and ``sources.csv`` are copied. The ``rand`` family (``POOL_rand``) trains on random contrast
+only and validates on random-contrast cases it holds out of its own training list (the pool's
+validation heads are low-field T2, which would not say how it does on what it is for). Nothing is
+duplicated but the lists.
 
 Example:
-    python release/family_pools.py runs/pool      # -> runs/pool_t2, runs/pool_t1
+    python release/family_pools.py runs/pool      # -> runs/pool_t2, runs/pool_t1, runs/pool_rand
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import shutil
 import sys
 from pathlib import Path
 
-FAMILIES = {"t2": ("t2", "random"), "t1": ("t1", "random")}
+FAMILIES = {"t2": ("t2", "random"), "t1": ("t1", "random"), "rand": ("random",)}
+OWN_VALIDATION = {"rand": 6}  # families validated on cases of their own contrast, held out
 COPIED = ("val.list", "sources.csv", "training_maps.list")
 
 
@@ -39,6 +43,9 @@ def family_pool(pool: Path, family: str) -> Path:
     ]
     if not cases:
         raise ValueError(f"{pool}/sources.csv lists no training case of family {family}")
+    n_own = OWN_VALIDATION.get(family, 0)
+    if len(cases) <= n_own:
+        raise ValueError(f"{pool}: {len(cases)} cases of family {family}; need more than {n_own}")
     out = pool.parent / f"{pool.name}_{family}"
     out.mkdir(exist_ok=True)
     for sub in ("imagesTr", "labelsTr"):
@@ -48,6 +55,9 @@ def family_pool(pool: Path, family: str) -> Path:
     for name in COPIED:
         if (pool / name).is_file():
             shutil.copyfile(pool / name, out / name)
+    if n_own:
+        cases, held = cases[:-n_own], cases[-n_own:]
+        (out / "val.list").write_text("\n".join(held) + "\n")
     (out / "train.list").write_text("\n".join(cases) + "\n")
     return out
 
@@ -62,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     for family in FAMILIES:
-        out = family_pool(a.pool, family)
+        try:
+            out = family_pool(a.pool, family)
+        except ValueError as error:
+            print(f"skipped {family}: {error}", file=sys.stderr)
+            continue
         n = len((out / "train.list").read_text().split())
         print(f"{out}: {n} training cases ({' + '.join(FAMILIES[family])})")
     return 0

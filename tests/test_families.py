@@ -54,6 +54,8 @@ def test_the_pair_whose_views_agree_best_is_kept(head):
     agreement = pred.info["family_view_agreement"]
     assert agreement["t2"] == 0.0 and agreement["t1"] > 0.5
     assert pred.view_dice == pytest.approx(agreement["t1"], abs=1e-4)  # the kept pair's
+    pair_s = pred.timings["pair_t1_s"], pred.timings["pair_t2_s"]
+    assert min(pair_s) > 0 and pred.timings["total_s"] == pytest.approx(sum(pair_s))
     assert (pred.labels == 1).sum() > 20 and (pred.labels == 2).sum() > 20
 
 
@@ -216,3 +218,21 @@ def test_each_family_runs_on_its_own_working_grid(tmp_path):
     torch.save(bad, tmp_path / "bad.pt")
     with pytest.raises(LoFiError, match=r"bad.pt: contrast family 't1': model spec grid_mm"):
         load_model(tmp_path / "bad.pt")
+
+
+def test_bids_tables_name_the_family_of_each_image(tmp_path, monkeypatch):
+    from cohort_helpers import make_bids
+
+    from lofihippseg.inference import model_loading
+
+    monkeypatch.setattr(model_loading, "load_model", lambda *a, **k: two_family_model())
+    bids, out = make_bids(tmp_path / "bids", broken=False), tmp_path / "out"
+    for level in ("participant", "group"):
+        args = ["bids", str(bids), str(out), level, "--device", "cpu", "--quiet", "--no-qc"]
+        if level == "group":
+            args = [*args[:-1], "--no-report"]
+        assert main(args) in (None, 0)
+    for table in (out / "sub-01/sub-01_desc-hippocampus_volumes.tsv", out / "group_volumes.tsv"):
+        header, *rows = [line.split("\t") for line in table.read_text().splitlines()]
+        column = header.index("contrast_family")
+        assert rows and all(row[column] == "t1" for row in rows)  # t1's views agree

@@ -28,14 +28,31 @@ def test_family_pools_split_the_pool_by_contrast(tmp_path):
     pool = tmp_path / "pool"
     for sub in ("imagesTr", "labelsTr"):
         (pool / sub).mkdir(parents=True)
-    rows = ["case_id,split,contrast", "A,train,t2", "B,train,t1", "C,train,random", "D,val,t2"]
+    randoms = [f"R{i}" for i in range(8)]
+    rows = ["case_id,split,contrast", "A,train,t2", "B,train,t1", "D,val,t2"]
+    rows += [f"{r},train,random" for r in randoms]
     (pool / "sources.csv").write_text("\n".join(rows) + "\n")
     (pool / "val.list").write_text("D\n")
     assert main([str(pool)]) == 0
-    assert (tmp_path / "pool_t2" / "train.list").read_text().split() == ["A", "C"]
-    assert (tmp_path / "pool_t1" / "train.list").read_text().split() == ["B", "C"]
+    assert (tmp_path / "pool_t2" / "train.list").read_text().split() == ["A", *randoms]
+    assert (tmp_path / "pool_t1" / "train.list").read_text().split() == ["B", *randoms]
+    # random contrast only, validated on random cases held out of its own training list
+    assert (tmp_path / "pool_rand" / "train.list").read_text().split() == randoms[:2]
+    assert (tmp_path / "pool_rand" / "val.list").read_text().split() == randoms[2:]
     for family in ("t1", "t2"):
         out = tmp_path / f"pool_{family}"
         assert (out / "val.list").read_text() == "D\n"
         assert (out / "imagesTr").resolve() == (pool / "imagesTr").resolve()
     assert main([str(tmp_path / "nothing")]) == 1
+
+
+def test_family_pools_skips_a_family_with_too_few_cases(tmp_path, capsys):
+    main = release_module("family_pools").main
+    pool = tmp_path / "pool"
+    rows = ["case_id,split,contrast", "A,train,t2", "B,train,t1", "C,train,random"]
+    (pool).mkdir()
+    (pool / "sources.csv").write_text("\n".join(rows) + "\n")
+    assert main([str(pool)]) == 0
+    assert (tmp_path / "pool_t2" / "train.list").read_text().split() == ["A", "C"]
+    assert not (tmp_path / "pool_rand").exists()
+    assert "skipped rand" in capsys.readouterr().err

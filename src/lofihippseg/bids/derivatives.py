@@ -52,9 +52,11 @@ TABLE_COLUMNS = (
     "right_ml",
     "asymmetry_index",
     "view_dice",
+    "contrast_family",  # the pair of networks that segmented the image (models with several)
     "status",
     "error",
 )
+VOLUME_COLUMNS = ("left_ml", "right_ml", "asymmetry_index", "view_dice")
 BIDSIGNORE = ("logs/", "sub-*/figures/", "sub-*/*_volumes.tsv", "group_volumes.tsv", "*.html")
 
 
@@ -210,7 +212,8 @@ def subject_rows(out_dir: Path, subject: str) -> list[dict[str, Any]]:
                 "participant_id": f"sub-{subject}",
                 "session_id": f"ses-{name.get('ses')}" if name.get("ses") else None,
                 "source": source,
-                **{k: volumes.get(k) for k in TABLE_COLUMNS[3:7]},
+                **{k: volumes.get(k) for k in VOLUME_COLUMNS},
+                "contrast_family": (data.get("effective") or {}).get("contrast_family"),
                 "status": data.get("status") or volumes.get("status") or "ok",
                 "error": None,
             }

@@ -57,7 +57,8 @@ class Prediction:
         box: where those arrays lie in the full volume: the crop, or, when the networks ran
             on another grid, the window of it that can hold a label (``inference.regrid``).
         view_dice: Dice between the two views' foreground masks (quality flag).
-        timings: seconds per stage.
+        timings: seconds per stage (with several pairs: the kept pair's stages, `pair_NAME_s`
+            for each pair, and `total_s` for all).
         info: how it was run (fusion, overlap rule, ROI box, fallbacks).
     """
 
@@ -295,6 +296,9 @@ class Predictor:
                 str(k): None if np.isnan(r.view_dice) else round(r.view_dice, 4)
                 for k, r in runs.items()
             }
+            # the stages above are the kept pair's; the total is every pair's, each given too
+            for name, run in runs.items():
+                pred.timings[f"pair_{name}_s"] = run.timings["total_s"]
             pred.timings["total_s"] = sum(r.timings["total_s"] for r in runs.values())
         return pred
 
