@@ -120,3 +120,44 @@ def test_pool_lists_only_training_maps(tmp_path):
                          voxel_range=(2.0, 2.0))  # fmt: skip
     listed = synthetic_label_maps(str(out / make_pool.MAPS_LIST))
     assert sorted(p.name for p in listed) == ["training_seg_01.nii.gz", "training_seg_02.nii.gz"]
+
+
+def test_curriculum_moves_from_synthetic_samples_to_the_cases(tmp_path):
+    """Early iterations draw (visible-contrast) synthetic boxes, late ones the cases."""
+    from lofihippseg.training.data import PreparedCase
+
+    config = box_config(
+        tmp_path,
+        iterations=40,
+        batch_size=2,
+        synthetic_fraction=0.0,
+        synthetic_fraction_start=1.0,
+        curriculum_share=0.5,
+        cache_cases=False,
+    )
+    ds = TrainingSamples([object()], config)  # one stand-in case (loaded by _case below)
+    drawn = []
+
+    def fake(name: str) -> PreparedCase:
+        drawn.append(name)
+        return PreparedCase(name, np.zeros((8, 8, 8), np.float32), np.zeros((8, 8, 8), np.uint8))
+
+    ds._synthetic = lambda g: fake("synthetic")
+    ds._case = lambda i, unsided=False: fake("case")
+
+    def share(iterations: range) -> float:
+        drawn.clear()
+        for it in iterations:
+            for k in range(config.batch_size):
+                ds[it * config.batch_size + k]
+        return drawn.count("synthetic") / len(drawn)
+
+    assert share(range(0, 2)) > 0.9  # the curriculum's start: synthetic boxes
+    assert 0.2 < share(range(8, 12)) < 0.8  # half-way down
+    assert share(range(20, 40)) == 0.0  # from half the run: the cases alone (fraction 0)
+    without = box_config(tmp_path, synthetic_fraction=0.0, iterations=40, batch_size=2)
+    assert all(without.synthetic_fraction_at(i) == 0.0 for i in (0, 20, 39))
+    with pytest.raises(LoFiError, match="synthetic_fraction_start"):
+        box_config(tmp_path, synthetic_fraction_start=1.5)
+    with pytest.raises(LoFiError, match="curriculum_share"):
+        box_config(tmp_path, synthetic_fraction_start=1.0, curriculum_share=0.0)

@@ -56,6 +56,12 @@ class TrainConfig:
         synth: settings of the synthetic generator (image size, contrast, artefact ranges).
         synthetic_fraction: probability that a training sample is synthetic (when both are
             given; 1.0 is forced when there are no real cases).
+        synthetic_fraction_start: a curriculum from visible to invisible contrasts: the share
+            of synthetic samples at the first iteration, falling linearly to
+            ``synthetic_fraction`` over the first ``curriculum_share`` of the run (with
+            random-contrast synthesis, every boundary is visible in those samples; the cases'
+            contrasts, e.g. low-field T2, come in as it falls); ``None``: no curriculum.
+        curriculum_share: the share of the iterations over which the curriculum runs.
         synthetic_voxel_mm: (low, high): resample each synthetic image (made on a 1 mm grid)
             to an isotropic voxel size drawn from this range; ``None`` keeps 1 mm.
         val_fraction: share of real cases held out for validation.
@@ -99,6 +105,8 @@ class TrainConfig:
     unsided_side: str = "resolve"
     synthetic: str | None = None
     synthetic_fraction: float = 0.0
+    synthetic_fraction_start: float | None = None
+    curriculum_share: float = 0.5
     synth: SynthConfig = field(default_factory=SynthConfig)
     synthetic_voxel_mm: tuple[float, float] | None = None
     val_fraction: float = 0.2
@@ -155,6 +163,11 @@ class TrainConfig:
                 "synthetic_fraction, foreground_fraction, unsided_fraction and "
                 "unsided_invert_prob must be in [0, 1]"
             )
+        start = self.synthetic_fraction_start
+        if start is not None and not 0.0 <= start <= 1.0:
+            raise LoFiError(f"synthetic_fraction_start must be in [0, 1], got {start}")
+        if not 0.0 < self.curriculum_share <= 1.0:
+            raise LoFiError(f"curriculum_share must be in (0, 1], got {self.curriculum_share}")
         if self.unsided_side not in UNSIDED_SIDES:
             raise LoFiError(
                 f"unknown unsided_side {self.unsided_side!r}; expected one of {UNSIDED_SIDES}"
@@ -185,6 +198,21 @@ class TrainConfig:
             False
         """
         return released_recipe(cls(**overrides))
+
+    def synthetic_fraction_at(self, iteration: int) -> float:
+        """The share of synthetic samples at ``iteration`` (the curriculum, when there is one).
+
+        Example:
+            >>> c = TrainConfig(synthetic="packaged", synthetic_fraction=0.2,
+            ...                 synthetic_fraction_start=1.0, iterations=100)
+            >>> [round(c.synthetic_fraction_at(i), 2) for i in (0, 25, 50, 99)]
+            [1.0, 0.6, 0.2, 0.2]
+        """
+        if self.synthetic_fraction_start is None:
+            return self.synthetic_fraction
+        done = min(1.0, iteration / max(1.0, self.curriculum_share * self.iterations))
+        start, end = self.synthetic_fraction_start, self.synthetic_fraction
+        return start + (end - start) * done
 
     def synth_config(self) -> SynthConfig:
         """The synthetic generator's settings."""

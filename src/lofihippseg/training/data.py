@@ -268,10 +268,12 @@ class TrainingSamples(Dataset):
         unsided = bool(self.unsided) and (
             not others or float(torch.rand((), generator=g)) < cfg.unsided_fraction
         )
+        # an item's index is iteration * batch size + its place in the batch (GlobalBatchSampler)
+        synthetic_share = cfg.synthetic_fraction_at(int(index) // cfg.batch_size)
         synthetic = (
             not unsided
             and cfg.synthetic is not None
-            and (not self.cases or float(torch.rand((), generator=g)) < cfg.synthetic_fraction)
+            and (not self.cases or float(torch.rand((), generator=g)) < synthetic_share)
         )
         if unsided:
             case = self._case(int(torch.randint(len(self.unsided), (), generator=g)), True)
