@@ -209,8 +209,13 @@ def test_each_family_runs_on_its_own_working_grid(tmp_path):
         pred = Predictor(model, settings).predict_volume(scan)
         assert pred.info["working_grid_mm"] == mm and pred.info["grid_spacing_mm"][0] == mm
         assert pred.labels.shape == scan.data.shape  # back on the input's grid
-    both = Predictor(model, PredictSettings(device="cpu", roi="off")).predict_volume(scan)
+    predictor = Predictor(model, PredictSettings(device="cpu", roi="off"))
+    prepared = []
+    original = predictor._prepare
+    predictor._prepare = lambda *a: prepared.append(a[1]) or original(*a)
+    both = predictor.predict_volume(scan)
     assert both.info["working_grid_mm"] == model.grid_of(both.info["contrast_family"])
+    assert sorted(prepared) == [1.0, 1.5]  # one preparation per working grid
     with pytest.raises(LoFiError, match="not one of the families"):
         bundle_dict(spec, sd, sd, "t2", {"t1": (sd, sd)}, {"pd": 1.0})
     bad = bundle_dict(spec, sd, sd, "t2", {"t1": (sd, sd)}, {"t1": 1.0})
@@ -236,3 +241,16 @@ def test_bids_tables_name_the_family_of_each_image(tmp_path, monkeypatch):
         header, *rows = [line.split("\t") for line in table.read_text().splitlines()]
         column = header.index("contrast_family")
         assert rows and all(row[column] == "t1" for row in rows)  # t1's views agree
+
+
+def test_pairs_on_one_grid_share_the_preparation_and_give_their_own_results(head):
+    model = two_family_model()
+    predictor = Predictor(model, PredictSettings(device="cpu", roi="off"))
+    prepared = []
+    original = predictor._prepare
+    predictor._prepare = lambda *a: prepared.append(a[1]) or original(*a)
+    shared = predictor.predict_volume(head)
+    assert len(prepared) == 1  # both pairs on the model's one grid: prepared once
+    alone = Predictor(model, PredictSettings(device="cpu", roi="off", family="t1"))
+    assert np.array_equal(shared.labels, alone.predict_volume(head).labels)
+    assert shared.view_dice == pytest.approx(alone.predict_volume(head).view_dice)

@@ -11,7 +11,8 @@ sigmoid -> probabilities back onto the input's grid (only where a label can be) 
 threshold -> left/right overlap rule -> optional largest component per side -> pasted back
 into the full canonical volume. ``io.nifti.save_like`` then writes it on the input's exact grid.
 A model with several contrast families runs this once per pair of networks, each on its own
-working grid, and keeps the result whose two views agree best.
+working grid (pairs on the same grid share the preprocessing and the localiser's boxes), and
+keeps the result whose two views agree best.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from lofihippseg.io.nifti import Volume
 from lofihippseg.models.onednn import prefer_onednn
 from lofihippseg.preprocessing.crop import Box
 from lofihippseg.preprocessing.prepare import crop_and_normalise
-from lofihippseg.preprocessing.resample import Grid, resize, working_grid
+from lofihippseg.preprocessing.resample import resize, working_grid
 from lofihippseg.views.frequency import frequency_view
 
 
@@ -82,6 +83,32 @@ class Prediction:
     def uncertainty(self) -> np.ndarray:
         """Full-volume disagreement of the two views, max over channels (float32)."""
         return self.full(disagreement(self.prob1, self.prob2).astype(np.float32))
+
+
+@dataclass
+class PreparedVolume:
+    """A volume made ready for the networks on one working grid (shared by the pairs of
+    networks that run on that grid).
+
+    Attributes:
+        views: view 1 (the normalised crop, on the working grid) and view 2 (its frequency view).
+        spacing: voxel size of the views (mm).
+        box: the crop in the input volume.
+        fine_shape: the crop's shape on the input's grid.
+        regridded: the views are not on the input's grid (resampled or block-averaged).
+        info: how it was prepared (working grid, spacing, pooled voxels).
+        seconds: time it took.
+        located: the localiser's boxes, once asked for (``[boxes]``; the boxes may be None).
+    """
+
+    views: tuple[torch.Tensor, torch.Tensor]
+    spacing: tuple[float, float, float]
+    box: Box
+    fine_shape: tuple[int, ...]
+    regridded: bool
+    info: dict[str, Any]
+    seconds: float
+    located: list[list[Box] | None] | None = None
 
 
 class Predictor:
@@ -163,19 +190,22 @@ class Predictor:
     def _locate(
         self,
         nets: tuple[torch.nn.Module, torch.nn.Module],
-        views: tuple[torch.Tensor, torch.Tensor],
-        spacing: tuple[float, float, float],
+        prepared: PreparedVolume,
         info: dict[str, Any],
     ) -> list[Box] | None:
-        """One box per hippocampus: from the localiser, else from a coarse pass; None = run
-        the whole volume (``info`` says why)."""
+        """One box per hippocampus: from the localiser (run once per prepared volume), else
+        from a coarse pass; None = run the whole volume (``info`` says why)."""
+        views, spacing = prepared.views, prepared.spacing
         shape = tuple(int(n) for n in views[0].shape)
         boxes = None
         localiser = self.model.localiser
         if localiser is not None:
-            probs = localiser.probabilities(views[0], spacing, self.device)
-            margin = roi_mod.margin_voxels(spacing, roi_mod.LOCALISER_MARGIN_MM)
-            boxes = roi_mod.side_boxes(probs, shape, margin, localiser.spec.threshold)
+            if prepared.located is None:
+                probs = localiser.probabilities(views[0], spacing, self.device)
+                margin = roi_mod.margin_voxels(spacing, roi_mod.LOCALISER_MARGIN_MM)
+                located = roi_mod.side_boxes(probs, shape, margin, localiser.spec.threshold)
+                prepared.located = [located]
+            boxes = prepared.located[0]
             info["roi_source"] = "localiser"
         if boxes is None:
             probs = roi_mod.coarse_pass_probabilities(self._coarse, nets, views)
@@ -249,13 +279,6 @@ class Predictor:
             )
         return {wanted: pairs[wanted]}
 
-    def _working_grid(
-        self, shape: tuple[int, ...], spacing: tuple[float, ...], grid_mm: float | None
-    ) -> Grid | None:
-        """The isotropic grid the networks run on, or None = the input's own grid."""
-        mm = self.settings.grid_mm(grid_mm)
-        return None if mm is None else working_grid(shape, spacing, mm)
-
     def _back_to_input(
         self, maps: list[np.ndarray], box: Box, fine_shape: tuple[int, ...]
     ) -> tuple[list[np.ndarray], Box]:
@@ -282,10 +305,13 @@ class Predictor:
             >>> pred = predictor.predict_volume(load_image("scan.nii.gz"))  # doctest: +SKIP
             >>> pred.labels.dtype, pred.labels.shape == vol.data.shape  # doctest: +SKIP
         """
-        runs = {
-            family: self._predict_pair(volume, nets, self.model.grid_of(family))
-            for family, nets in self.pairs.items()
-        }
+        prepared: dict[float | None, PreparedVolume] = {}  # one per working grid
+        runs = {}
+        for family, nets in self.pairs.items():
+            grid_mm = self.settings.grid_mm(self.model.grid_of(family))
+            if grid_mm not in prepared:
+                prepared[grid_mm] = self._prepare(volume, grid_mm)
+            runs[family] = self._predict_pair(volume, nets, prepared[grid_mm])
         # ties: the first pair; a pair that finds nothing (agreement NaN) loses
         chosen = max(runs, key=lambda name: np.nan_to_num(runs[name].view_dice, nan=-1.0))
         pred = runs[chosen]
@@ -296,25 +322,20 @@ class Predictor:
                 str(k): None if np.isnan(r.view_dice) else round(r.view_dice, 4)
                 for k, r in runs.items()
             }
-            # the stages above are the kept pair's; the total is every pair's, each given too
+            # the stages above are the kept pair's (a stage shared by pairs on one grid is
+            # counted for the first of them); the total is every pair's, each given too
             for name, run in runs.items():
                 pred.timings[f"pair_{name}_s"] = run.timings["total_s"]
             pred.timings["total_s"] = sum(r.timings["total_s"] for r in runs.values())
         return pred
 
-    def _predict_pair(
-        self,
-        volume: Volume,
-        nets: tuple[torch.nn.Module, torch.nn.Module],
-        grid_mm: float | None,
-    ) -> Prediction:
-        """Segment one canonical volume with one pair of networks on its working grid."""
-        timings: dict[str, float] = {}
-        info: dict[str, Any] = self.describe()
-        info["working_grid_mm"] = self.settings.grid_mm(grid_mm)
+    def _prepare(self, volume: Volume, grid_mm: float | None) -> PreparedVolume:
+        """Crop, normalise and resample ``volume`` to the working grid ``grid_mm`` (None: its
+        own grid), and make the second view."""
         start = time.perf_counter()
+        info: dict[str, Any] = {"working_grid_mm": grid_mm}
         # a scan much finer than the working grid is averaged over whole blocks first
-        factors = regrid.pool_factors(volume.spacing, self.settings.grid_mm(grid_mm))
+        factors = regrid.pool_factors(volume.spacing, grid_mm)
         pooled = any(f > 1 for f in factors)
         data = regrid.pool(volume.data, factors) if pooled else volume.data
         crop, coarse_box = crop_and_normalise(
@@ -323,7 +344,7 @@ class Predictor:
         box, fine_shape = regrid.fine_box(coarse_box, factors, volume.data.shape)
         view1 = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))
         spacing = tuple(s * f for s, f in zip(volume.spacing, factors, strict=True))
-        grid = self._working_grid(crop.shape, spacing, grid_mm)
+        grid = None if grid_mm is None else working_grid(crop.shape, spacing, grid_mm)
         if grid is not None:
             view1, spacing = resize(view1, grid.shape), grid.spacing
         if grid is not None or pooled:
@@ -335,19 +356,40 @@ class Predictor:
             view2 = view1
         else:
             view2 = frequency_view(view1, self.spec.view_mode, self.spec.cutoff)
-        timings["preprocess_s"] = time.perf_counter() - start
+        return PreparedVolume(
+            views=(view1, view2),
+            spacing=spacing,  # type: ignore[arg-type]
+            box=box,
+            fine_shape=fine_shape,
+            regridded=grid is not None or pooled,
+            info=info,
+            seconds=time.perf_counter() - start,
+        )
 
+    def _predict_pair(
+        self,
+        volume: Volume,
+        nets: tuple[torch.nn.Module, torch.nn.Module],
+        prepared: PreparedVolume,
+    ) -> Prediction:
+        """Segment one canonical volume with one pair of networks on a prepared working grid
+        (its preparation's seconds are counted by the first pair that uses it)."""
+        start = time.perf_counter()
+        timings: dict[str, float] = {"preprocess_s": 0.0}
+        if prepared.seconds:
+            timings["preprocess_s"], prepared.seconds = prepared.seconds, 0.0
+        info: dict[str, Any] = {**self.describe(), **prepared.info}
+        views, spacing, box = prepared.views, prepared.spacing, prepared.box
         t = time.perf_counter()
-        views = (view1, view2)
         boxes = None
         if self.use_roi:
-            boxes = self._locate(nets, views, spacing, info)
+            boxes = self._locate(nets, prepared, info)
             timings["locate_s"] = time.perf_counter() - t
         maps, labelled = self._segment(nets, views, spacing, boxes, info)
         timings["inference_s"] = time.perf_counter() - t
-        if grid is not None or pooled:  # probabilities back onto the input's grid, labelled there
+        if prepared.regridded:  # probabilities back onto the input's grid, labelled there
             t = time.perf_counter()
-            maps, box = self._back_to_input(maps, box, fine_shape)
+            maps, box = self._back_to_input(maps, box, prepared.fine_shape)
             timings["regrid_s"] = time.perf_counter() - t
             labelled = None
         labels_crop, fused = labelled or self._labels(*maps)
@@ -359,7 +401,7 @@ class Predictor:
         labels[box] = labels_crop
         dice = view_agreement_dice(maps[0], maps[1], self.settings.threshold)
         timings["postprocess_s"] = time.perf_counter() - t
-        timings["total_s"] = time.perf_counter() - start
+        timings["total_s"] = time.perf_counter() - start + timings["preprocess_s"]
         return Prediction(
             labels=labels,
             prob1=maps[0],
