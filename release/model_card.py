@@ -119,7 +119,7 @@ def msd_summary(folder: Path, predictor: Predictor) -> None:
         return
     dice = np.array([r["dice"] for r in rows])
     ratio = np.array([r["ratio"] for r in rows])
-    print(f"[msd] {len(rows)} real test crops, sides merged: mean Dice {dice.mean():.3f} "
+    print(f"[msd] {len(rows)} real test crops, sides merged: mean Dice {dice.mean():.4f} "
           f"(median {np.median(dice):.3f}, min {dice.min():.3f}); predicted / true volume "
           f"median {np.median(ratio):.2f} (mean {ratio.mean():.2f}){_families(rows)}")  # fmt: skip
 
