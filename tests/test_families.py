@@ -254,3 +254,30 @@ def test_pairs_on_one_grid_share_the_preparation_and_give_their_own_results(head
     alone = Predictor(model, PredictSettings(device="cpu", roi="off", family="t1"))
     assert np.array_equal(shared.labels, alone.predict_volume(head).labels)
     assert shared.view_dice == pytest.approx(alone.predict_volume(head).view_dice)
+
+
+def test_the_localiser_runs_once_for_the_pairs_on_one_grid(monkeypatch):
+    """The shipped model's localiser and ``t2`` pair, given twice on one grid."""
+    from test_shipped_model import SYNTHETIC
+
+    from lofihippseg.inference.localiser import Localiser
+
+    shipped, calls = load_model(), []
+    original = Localiser.probabilities
+    monkeypatch.setattr(
+        Localiser, "probabilities", lambda self, *a: calls.append(1) or original(self, *a)
+    )
+    model = LoadedModel(
+        shipped.spec,
+        shipped.vnet1,
+        shipped.vnet2,
+        source="test",
+        localiser=shipped.localiser,
+        family="t2",
+        alternatives={"copy": (shipped.vnet1, shipped.vnet2)},
+    )
+    scan = load_image(SYNTHETIC)
+    pred = Predictor(model, PredictSettings(device="cpu", roi="on")).predict_volume(scan)
+    assert len(calls) == 1 and pred.info["roi_source"] == "localiser"
+    agreement = pred.info["family_view_agreement"]
+    assert agreement["t2"] == agreement["copy"] and pred.info["contrast_family"] == "t2"

@@ -97,8 +97,9 @@ class PreparedVolume:
         fine_shape: the crop's shape on the input's grid.
         regridded: the views are not on the input's grid (resampled or block-averaged).
         info: how it was prepared (working grid, spacing, pooled voxels).
-        seconds: time it took.
-        located: the localiser's boxes, once asked for (``[boxes]``; the boxes may be None).
+        seconds: time it took (counted by the first pair that uses it, then 0).
+        localised: the localiser has run on it; ``localiser_boxes`` holds what it found (None:
+            not both hippocampi).
     """
 
     views: tuple[torch.Tensor, torch.Tensor]
@@ -108,7 +109,8 @@ class PreparedVolume:
     regridded: bool
     info: dict[str, Any]
     seconds: float
-    located: list[list[Box] | None] | None = None
+    localised: bool = False
+    localiser_boxes: list[Box] | None = None
 
 
 class Predictor:
@@ -200,12 +202,13 @@ class Predictor:
         boxes = None
         localiser = self.model.localiser
         if localiser is not None:
-            if prepared.located is None:
+            if not prepared.localised:
                 probs = localiser.probabilities(views[0], spacing, self.device)
                 margin = roi_mod.margin_voxels(spacing, roi_mod.LOCALISER_MARGIN_MM)
-                located = roi_mod.side_boxes(probs, shape, margin, localiser.spec.threshold)
-                prepared.located = [located]
-            boxes = prepared.located[0]
+                threshold = localiser.spec.threshold
+                prepared.localiser_boxes = roi_mod.side_boxes(probs, shape, margin, threshold)
+                prepared.localised = True
+            boxes = prepared.localiser_boxes
             info["roi_source"] = "localiser"
         if boxes is None:
             probs = roi_mod.coarse_pass_probabilities(self._coarse, nets, views)
