@@ -102,6 +102,11 @@ def test_cli_takes_a_synthetic_voxel_range(tmp_path, capsys):
     code, _, err = run_cli(args, capsys)
     assert code == 0, err
     assert resume_config(tmp_path / "boxes").synthetic_voxel_mm == (1.2, 1.8)
+    curriculum = ["--synthetic-fraction-start", "1", "--curriculum-share", "0.25"]
+    code, _, err = run_cli([*args[:-1], "curriculum", *curriculum], capsys)
+    assert code == 0, err
+    saved = resume_config(tmp_path / "curriculum")
+    assert (saved.synthetic_fraction_start, saved.curriculum_share) == (1.0, 0.25)
     args[4:6] = ["3", "1"]
     code, _, err = run_cli([*args[:-1], "bad"], capsys)
     assert code == 2 and "synthetic_voxel_mm (3.0, 1.0)" in err and "Traceback" not in err

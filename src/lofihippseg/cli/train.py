@@ -104,6 +104,18 @@ def build_config(
     help="Probability that a training sample is synthetic when DATA is also given.",
 )
 @click.option(
+    "--synthetic-fraction-start",
+    type=float,
+    help="A curriculum from visible to invisible contrasts: the synthetic share at the first "
+    "iteration, falling linearly to --synthetic-fraction over --curriculum-share of the run "
+    "(with --config settings of random contrast, every boundary is visible in those samples).",
+)
+@click.option(
+    "--curriculum-share",
+    type=float,
+    help="Share of the iterations over which --synthetic-fraction-start falls (0.5).",
+)
+@click.option(
     "--synthetic-voxel-mm",
     type=float,
     nargs=2,
