@@ -1,7 +1,7 @@
 """Bad-input sweep: build malformed and unusual inputs, run every command on them, judge.
 
 Usage:
-    python benchmarks/bad_input_sweep.py [--workdir DIR] [--only SUBSTRING] [--quiet]
+    python benchmarks/bad_input_sweep.py [--workdir DIR] [--only SUBSTRING]
 
 Each input class (missing, not NIfTI, truncated, zero bytes, 4D, complex, NaN, empty, constant,
 tiny, 2D, anisotropic, huge field of view, sheared, singular, qform/sform disagreeing, codes 0,
