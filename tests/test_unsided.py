@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import write_nifti
+from conftest import run_cli, write_nifti
 from training_data import make_lisa_dataset, small_config
 
 from lofihippseg.cli.train import command
+from lofihippseg.errors import LoFiError
 from lofihippseg.io.datasets import Case
 from lofihippseg.training import loop
 from lofihippseg.training.data import PreparedCase, TrainingSamples, collect_unsided, load_case
-from lofihippseg.training.unsided import UNSIDED, resolve_unsided, to_isotropic
+from lofihippseg.training.unsided import (
+    UNSIDED,
+    random_intensity_curve,
+    resolve_unsided,
+    to_isotropic,
+)
 from lofihippseg.training.validation import validate
 
 
@@ -93,6 +100,35 @@ def test_unsided_samples_invert_and_validate_merged(tmp_path):
     assert np.isnan(scores["dice_left"]) and scores["dice_fused"] == pytest.approx(1.0)
 
 
+def test_random_intensity_curve_keeps_edges_and_changes_contrast():
+    # three "tissues" at 0.2, 0.5 and 0.8, as in a T1 crop (fluid, grey, white)
+    image = torch.tensor([0.2] * 4 + [0.5] * 4 + [0.8] * 4)
+    orders = set()
+    for seed in range(40):
+        out = random_intensity_curve(image, torch.Generator().manual_seed(seed))
+        assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+        # voxels of one intensity stay alike: the map is a function of intensity
+        assert all(len(torch.unique(out[i : i + 4])) == 1 for i in (0, 4, 8))
+        orders.add(tuple(torch.argsort(out[::4]).tolist()))
+    assert len(orders) >= 4  # the tissues take many different orders, not only T1 / inverted
+
+
+def test_unsided_samples_remapped_only_when_asked(tmp_path):
+    crops = make_crops(tmp_path / "crops")
+    base = dict(unsided=(str(crops),), unsided_fraction=1.0, use_augmentation=False,
+                foreground_fraction=1.0)  # fmt: skip
+    lisa = make_lisa_dataset(tmp_path / "lisa")
+    plain = small_config(lisa, tmp_path, **base)
+    remapped = small_config(lisa, tmp_path, **base, unsided_remap_prob=1.0)
+    train, _ = collect_unsided(plain)
+    a, b = TrainingSamples([], plain, train)[0], TrainingSamples([], remapped, train)[0]
+    assert torch.equal(a["label"], b["label"])  # same crop, same patch: only intensities differ
+    assert not torch.allclose(a["image"], b["image"])
+    assert float(b["image"].min()) >= 0.0 and float(b["image"].max()) <= 1.0
+    with pytest.raises(LoFiError, match="unsided_remap_prob"):
+        small_config(lisa, tmp_path, **base, unsided_remap_prob=1.5)
+
+
 def test_training_with_crops_and_cases_records_merged_dice(tmp_path):
     crops = make_crops(tmp_path / "crops")
     config = small_config(
@@ -110,16 +146,22 @@ def test_training_with_crops_and_cases_records_merged_dice(tmp_path):
     assert "crops without side" in (run / "train.log").read_text()
 
 
-def test_cli_train_takes_unsided_crops_alone(tmp_path):
+def test_cli_train_takes_unsided_crops_alone(tmp_path, capsys):
     crops = make_crops(tmp_path / "crops")
     args = ["--unsided", str(crops), "--iterations", "2", "--val-every", "2",
             "--patch", "32", "--batch", "2", "--n-filters", "4", "--no-plan", "--device", "cpu",
             "--num-workers", "0", "--out", str(tmp_path / "runs"), "--name", "u",
-            "--unsided-voxel-mm", "1.5"]  # fmt: skip
+            "--unsided-voxel-mm", "1.5", "--unsided-remap-prob", "0.5"]  # fmt: skip
     result = CliRunner().invoke(command, args)
     assert result.exit_code == 0, result.output
     row = list(csv.DictReader((tmp_path / "runs" / "u" / "metrics.csv").open()))[-1]
     assert row["dice_left"] == "nan" and float(row["dice_unsided"]) >= 0.0
+    saved = json.loads((tmp_path / "runs" / "u" / "config.json").read_text())
+    assert saved["unsided_remap_prob"] == 0.5
+    bad = [*args[:-1], "2", "--name", "bad"]  # a probability above 1; a new run folder
+    code, _, err = run_cli(["train", *bad], capsys)
+    assert code == 2 and "unsided_remap_prob must be in [0, 1]" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_unsided_crop_with_unknown_labels_is_refused(tmp_path):

@@ -146,6 +146,12 @@ def build_config(
     help="Probability of inverting an unsided crop's contrast (T1 toward T2-like; 0).",
 )
 @click.option(
+    "--unsided-remap-prob",
+    type=float,
+    help="Probability of passing an unsided crop's intensities through a random curve (real "
+    "edges under a random tissue contrast; 0).",
+)
+@click.option(
     "--unsided-side",
     type=click.Choice(["resolve", "left", "right"]),
     help="Side of every stored crop, if known: 'left' or 'right' (each sample is then mirrored "

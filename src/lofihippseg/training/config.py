@@ -50,6 +50,9 @@ class TrainConfig:
             and labelled the other side, so both channels learn from every crop.
         unsided_invert_prob: probability that an unsided crop's contrast is inverted before
             augmentation (T1 crops toward T2-like: fluid bright, white matter dark).
+        unsided_remap_prob: probability that an unsided crop's intensities then go through a
+            random curve (``training.unsided.random_intensity_curve``): real anatomy and real
+            edges under a random tissue contrast, like the generator's random-contrast images.
         synthetic: folder of label maps for on-the-fly synthetic images, or a text file
             listing them one per line (``"packaged"`` = the label maps shipped with the
             package); ``None`` = real cases only.
@@ -102,6 +105,7 @@ class TrainConfig:
     unsided_fraction: float = 0.0
     unsided_voxel_mm: float | None = None
     unsided_invert_prob: float = 0.0
+    unsided_remap_prob: float = 0.0
     unsided_side: str = "resolve"
     synthetic: str | None = None
     synthetic_fraction: float = 0.0
@@ -158,10 +162,11 @@ class TrainConfig:
         if self.batch_size < 1 or self.iterations < 1 or self.val_every < 1:
             raise LoFiError("batch size, iterations and val_every must be >= 1")
         fractions = (self.synthetic_fraction, self.foreground_fraction, self.unsided_fraction)
-        if not all(0.0 <= f <= 1.0 for f in fractions + (self.unsided_invert_prob,)):
+        probs = (self.unsided_invert_prob, self.unsided_remap_prob)
+        if not all(0.0 <= f <= 1.0 for f in fractions + probs):
             raise LoFiError(
-                "synthetic_fraction, foreground_fraction, unsided_fraction and "
-                "unsided_invert_prob must be in [0, 1]"
+                "synthetic_fraction, foreground_fraction, unsided_fraction, "
+                "unsided_invert_prob and unsided_remap_prob must be in [0, 1]"
             )
         start = self.synthetic_fraction_start
         if start is not None and not 0.0 <= start <= 1.0:

@@ -38,6 +38,7 @@ from lofihippseg.training.unsided import (
     declare_side,
     invert_contrast,
     mark_unsided,
+    random_intensity_curve,
     to_isotropic,
 )
 from lofihippseg.views.frequency import frequency_view
@@ -289,6 +290,9 @@ class TrainingSamples(Dataset):
             image, view2, label = declare_side(image, view2, label, cfg.unsided_side, mirror)
         if unsided and float(torch.rand((), generator=g)) < cfg.unsided_invert_prob:
             image, view2 = invert_contrast(image), None  # the view follows the new contrast
+        remap = unsided and cfg.unsided_remap_prob > 0  # no draw when off: streams unchanged
+        if remap and float(torch.rand((), generator=g)) < cfg.unsided_remap_prob:
+            image, view2 = random_intensity_curve(image, g), None
         if cfg.use_augmentation:
             region = tuple(p + 2 * max(int(p * AUGMENT_MARGIN), 8) for p in cfg.patch_size)
             (image,), label = sample_patch([image[0]], label, region, cfg.foreground_fraction, g)

@@ -146,3 +146,31 @@ def invert_contrast(image: torch.Tensor) -> torch.Tensor:
         [1.0, 0.75, 0.0]
     """
     return 1.0 - image
+
+
+CURVE_KNOTS = 6  # knots of the random intensity curve: room for any order of a few tissues
+
+
+def random_intensity_curve(
+    image: torch.Tensor, g: torch.Generator, knots: int = CURVE_KNOTS
+) -> torch.Tensor:
+    """Map an image in [0, 1] through a random piecewise-linear curve (``knots`` evenly spaced
+    knots, each at a uniform random height), rescaled to [0, 1]: voxels of one intensity stay
+    alike, but fluid, grey and white matter take a random order and spacing, as in the
+    generator's random-contrast images, while the edges stay those of the real anatomy.
+
+    Example:
+        >>> x = torch.linspace(0, 1, 11)
+        >>> y = random_intensity_curve(x, torch.Generator().manual_seed(0))
+        >>> float(y.min()), float(y.max())
+        (0.0, 1.0)
+    """
+    heights = torch.rand(knots, generator=g, dtype=torch.float64).to(image.dtype)
+    position = image.clamp(0.0, 1.0) * (knots - 1)
+    low = position.floor().long().clamp(max=knots - 2)
+    frac = position - low
+    out = heights[low] * (1 - frac) + heights[low + 1] * frac
+    span = out.max() - out.min()
+    if float(span) < 1e-6:  # a flat draw over the image's intensities: keep the image
+        return image
+    return (out - out.min()) / span
