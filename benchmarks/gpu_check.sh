@@ -9,7 +9,7 @@
 # predict.txt, synth.txt, env.txt, and summary.txt (each step's exit status and seconds).
 #
 # On a bare GPU machine (its own python3 and torch, no nibabel/monai, no network): bring the
-# wheels made here beforehand by `benchmarks/gpu_wheels.sh` (folder .whl/); this script
+# wheels made here beforehand by `benchmarks/gpu_wheels.sh` (folder .whl/); benchmarks/gpu_env.sh
 # installs whatever is missing from them into a private folder, and runs the package from src/.
 #
 # Usage:
@@ -20,25 +20,11 @@ cd "$(dirname "$0")/.."
 DRY=0
 if [[ "${1:-}" == "--dry-run" ]]; then DRY=1; shift; fi
 OUT="${1:-gpu_check_out}"
-PY="${PYTHON:-python3}"
-WHEELS="${WHEELS:-.whl}"
 mkdir -p "$OUT"
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
-
-if ! "$PY" -c "import nibabel, monai, click, scipy, tqdm" 2>/dev/null; then
-  if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
-    SITE="${SITE:-/tmp/lofihippseg-site}"
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target "$SITE" "$WHEELS"/*.whl || { echo "wheel install failed" | tee -a "$SUMMARY"; exit 1; }
-    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
-  else
-    echo "missing packages and no wheels in $WHEELS: run benchmarks/gpu_wheels.sh first" \
-      | tee -a "$SUMMARY"
-    exit 1
-  fi
-fi
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+# shellcheck source=benchmarks/gpu_env.sh
+if ! source benchmarks/gpu_env.sh >> "$SUMMARY" 2>&1; then cat "$SUMMARY"; exit 1; fi
 
 if [[ $DRY == 1 ]]; then
   DEVICE=cpu; TRAIN_SIZE="16x16x16:2:4"; STEPS=1; PRECISION="fp32"

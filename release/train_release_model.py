@@ -193,9 +193,8 @@ def main() -> None:
                 config = config.replace(synthetic=str(a.pool / MAPS_LIST))  # the pool's maps
     if a.iterations is not None:
         config = config.replace(iterations=a.iterations)
-    pool = Path(config.data[0])
-    if a.make_pool and not (pool / "val.list").exists():
-        pool_args = ["--out", str(pool), "--n", str(a.n_pool)]
+    if a.make_pool and config.data and not (Path(config.data[0]) / "val.list").exists():
+        pool_args = ["--out", config.data[0], "--n", str(a.n_pool)]
         subprocess.run([sys.executable, str(HERE / "make_pool.py"), *pool_args], check=True)
     run = train(config, resume=a.resume, stop_at=a.stop_at)
     print(f"run folder: {run}")
