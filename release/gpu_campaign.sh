@@ -64,6 +64,10 @@ if [[ -z "$rate" ]]; then
   exit 1
 fi
 left=$((MINUTES * 60 - (SECONDS - START)))
+if (( left < 60 && DRY == 0 )); then
+  echo "the probe left ${left} s of ${MINUTES} minutes: give more MINUTES" | tee -a "$SUMMARY"
+  exit 1
+fi
 ITER=$("$PY" -c "print(max(4, int($rate * $left * 0.85) // 4 * 4))")
 if [[ $DRY == 1 ]]; then ITER=4; fi
 echo "probe: $(printf %.2f "$rate") it/s with start-up; campaign: $ITER iterations" \

@@ -10,7 +10,7 @@
 3. The packaged synthetic low-field example scan, if present, against its labels.
 4. ``--msd DIR``: the real MSD test crops of ``release/msd_split.py`` (``DIR/images``,
    ``DIR/labels``; never trained on), Dice with the sides merged (a crop has no side) and the
-   predicted / true volume.
+   predicted / true volume; as stored (all left-like) and mirrored left-right (right-like).
 5. Where the boundary can be trusted: each synthetic scan's per-side edge visibility (the
    hippocampus's contrast to a shell 2-3 voxels outside it, over the spread inside it) beside
    its Dice, the correlation of the two, and mean Dice by visibility tercile.
@@ -30,6 +30,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 
@@ -110,18 +111,39 @@ def run_crop(predictor: Predictor, image: Path, label: Path) -> dict:
     return {"dice": dice, "ratio": ratio, "family": pred.info.get("contrast_family")}
 
 
+def mirrored_copy(path: Path, out: Path) -> Path:
+    """Write ``path`` flipped along its voxel axis nearest world x, on the same affine: the
+    anatomy mirrored left-right (an MSD crop, stored left-like, becomes a right hippocampus)."""
+    img = nib.load(path)
+    axis = int(np.argmax(np.abs(img.affine[0, :3])))
+    data = np.flip(np.asanyarray(img.dataobj), axis).copy()
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), out)
+    return out
+
+
 def msd_summary(folder: Path, predictor: Predictor) -> None:
-    """Print the merged Dice over the MSD test crops in ``folder`` (images/, labels/)."""
+    """Print the merged Dice over the MSD test crops in ``folder`` (images/, labels/), as stored
+    (all left-like) and mirrored left-right (right hippocampi)."""
     images = sorted((folder / "images").glob("*.nii.gz"))
-    rows = [run_crop(predictor, p, folder / "labels" / p.name) for p in images]
-    if not rows:
+    if not images:
         print(f"[msd] no crops in {folder}/images")
         return
-    dice = np.array([r["dice"] for r in rows])
-    ratio = np.array([r["ratio"] for r in rows])
-    print(f"[msd] {len(rows)} real test crops, sides merged: mean Dice {dice.mean():.4f} "
-          f"(median {np.median(dice):.3f}, min {dice.min():.3f}); predicted / true volume "
-          f"median {np.median(ratio):.2f} (mean {ratio.mean():.2f}){_families(rows)}")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        for mirrored in (False, True):
+            rows = []
+            for p in images:
+                image, label = p, folder / "labels" / p.name
+                if mirrored:
+                    image = mirrored_copy(image, Path(tmp) / f"image_{p.name}")
+                    label = mirrored_copy(label, Path(tmp) / f"label_{p.name}")
+                rows.append(run_crop(predictor, image, label))
+            dice = np.array([r["dice"] for r in rows])
+            ratio = np.array([r["ratio"] for r in rows])
+            kind = "mirrored to right-like" if mirrored else "as stored (left-like)"
+            print(f"[msd] {len(rows)} real test crops {kind}, sides merged: mean Dice "
+                  f"{dice.mean():.4f} (median {np.median(dice):.3f}, min {dice.min():.3f}); "
+                  f"predicted / true volume median {np.median(ratio):.2f} (mean "
+                  f"{ratio.mean():.2f}){_families(rows)}")  # fmt: skip
 
 
 def _families(rows: list[dict]) -> str:
