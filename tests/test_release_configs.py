@@ -11,7 +11,7 @@ from lofihippseg.config import load_settings
 from lofihippseg.training.config import TrainConfig
 
 RELEASE = Path(__file__).resolve().parents[1] / "release"
-CONFIGS = [RELEASE / f"release_config{s}.json" for s in ("", "_t1", "_t1_1mm")]
+CONFIGS = [RELEASE / f"release_config{s}.json" for s in ("", "_t1", "_t1_1mm", "_t1_mirrored")]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

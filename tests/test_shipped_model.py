@@ -90,8 +90,11 @@ def test_real_t1_head(predictor):
     assert_plausible(pred.labels, vol.affine, vol.voxel_volume_ml)
     assert pred.timings["total_s"] < 60
     assert_located(pred)  # a real T1 head: the localiser saw none in training
-    # a 1 mm head: the networks ran on the 1.5 mm working grid, the labels lie on the input's
-    assert pred.info["grid_spacing_mm"] == pytest.approx([1.5] * 3, abs=0.05)
+    # a real T1 scan goes to the T1 family's pair, which ran on its own working grid (1 mm;
+    # the head is at 1.75 mm); the labels lie on the input's grid
+    assert pred.info["contrast_family"] == "t1"
+    grid = predictor.model.grid_of("t1")
+    assert pred.info["grid_spacing_mm"] == pytest.approx([grid] * 3, abs=0.05)
     assert pred.labels.shape == vol.data.shape
 
 
