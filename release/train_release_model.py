@@ -201,4 +201,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from lofihippseg.errors import LoFiError
+
+    try:
+        main()
+    except LoFiError as exc:  # bad data or settings: one line, as the CLI gives
+        sys.exit(f"error: {exc}")

@@ -56,3 +56,16 @@ def test_family_pools_skips_a_family_with_too_few_cases(tmp_path, capsys):
     assert (tmp_path / "pool_t2" / "train.list").read_text().split() == ["A", "C"]
     assert not (tmp_path / "pool_rand").exists()
     assert "skipped rand" in capsys.readouterr().err
+
+
+def test_release_training_refuses_bad_settings_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"iterations": 0}')
+    script = RELEASE / "train_release_model.py"
+    result = subprocess.run([sys.executable, str(script), "--config", str(bad)],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode != 0
+    assert result.stderr.strip() == "error: batch size, iterations and val_every must be >= 1"

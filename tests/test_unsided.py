@@ -97,7 +97,25 @@ def test_unsided_samples_invert_and_validate_merged(tmp_path):
     case = PreparedCase("c", crop.image, crop.label, None, (0, 0), unsided=True)
     scores = validate(Fixed(), None, [case], torch.device("cpu"), (32,) * 3, 10**7)
     assert scores["dice_unsided"] == pytest.approx(1.0)
+    assert scores["dice_unsided_mirrored"] == pytest.approx(1.0)  # it reads the image
     assert np.isnan(scores["dice_left"]) and scores["dice_fused"] == pytest.approx(1.0)
+
+
+def test_validation_scores_mirrored_crops_and_catches_a_one_sided_model():
+    image = np.zeros((32, 32, 32), np.float32)  # one patch: no padding shifts x
+    label = np.zeros((32, 32, 32), np.uint8)
+    image[2:8, 4:12, 4:12], label[2:8, 4:12, 4:12] = 1.0, UNSIDED  # in the low-x half
+
+    class LowXOnly(torch.nn.Module):  # finds the bright hippocampus only where x < 16
+        def forward(self, x):
+            out = torch.full((x.shape[0], 2, *x.shape[2:]), -10.0)
+            out[:, 0, :16] = torch.where(x[:, 0, :16] > 0.5, 10.0, -10.0)
+            return out
+
+    case = PreparedCase("c", image, label, None, (0, 0), unsided=True)
+    scores = validate(LowXOnly(), None, [case], torch.device("cpu"), (32,) * 3, 10**7)
+    assert scores["dice_unsided"] == pytest.approx(1.0)
+    assert scores["dice_unsided_mirrored"] == pytest.approx(0.0)
 
 
 def test_random_intensity_curve_keeps_edges_and_changes_contrast():
@@ -142,6 +160,7 @@ def test_training_with_crops_and_cases_records_merged_dice(tmp_path):
     run = loop.train(config)
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert rows and 0.0 <= float(rows[-1]["dice_unsided"]) <= 1.0
+    assert 0.0 <= float(rows[-1]["dice_unsided_mirrored"]) <= 1.0
     assert 0.0 <= float(rows[-1]["dice_left"]) <= 1.0
     assert "crops without side" in (run / "train.log").read_text()
 

@@ -56,6 +56,7 @@ METRIC_FIELDS = [
     "dice_left",
     "dice_right",
     "dice_unsided",
+    "dice_unsided_mirrored",
     "best_dice",
     "seconds",
     "val_seconds",
@@ -322,7 +323,8 @@ def _loop(config, ctx, state, loader, val_cases, run, start, stop, best) -> None
                     "val_seconds": round(time.time() - val_start, 2),
                 }
                 _append_csv(metrics_path, row)
-                merged = scores["dice_unsided"]
+                merged, mirrored = scores["dice_unsided"], scores["dice_unsided_mirrored"]
+                crops = f" (crops without side, merged: {merged:.3f}; mirrored {mirrored:.3f})"
                 log.info(
                     "iteration %d: loss %.4f, Dice view1 %.3f view2 %.3f fused %.3f%s",
                     it,
@@ -330,7 +332,7 @@ def _loop(config, ctx, state, loader, val_cases, run, start, stop, best) -> None
                     scores["dice1"],
                     scores["dice2"],
                     scores["dice_fused"],
-                    "" if merged != merged else f" (crops without side, merged: {merged:.3f})",
+                    "" if merged != merged else crops,
                 )
                 bar.set_postfix(loss=f"{out['loss']:.4f}", val_dice=f"{scores['dice_fused']:.3f}")
                 losses = []

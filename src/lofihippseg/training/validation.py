@@ -89,8 +89,9 @@ def validate(
     amp: bool = False,
 ) -> dict[str, float]:
     """Mean Dice over the cases: ``dice1``, ``dice2``, ``dice_fused`` (+ left/right of fused
-    over the cases with sides, and ``dice_unsided``, fused, over the crops without side; NaN
-    where there are none).
+    over the cases with sides, and ``dice_unsided``, fused, over the crops without side;
+    ``dice_unsided_mirrored``, the same crops mirrored left-right: crops all stored as one side
+    teach that side only unless they are mirrored in training; NaN where there are none).
 
     ``vnet2=None`` (single-view ablation): everything is network 1 on view 1. The networks are
     put in eval mode and back in train mode afterwards.
@@ -104,25 +105,35 @@ def validate(
     modes = [n.training for n in nets]
     for n in nets:
         n.eval()
+
+    def both(image: np.ndarray, view2: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+        prob1 = probabilities(vnet1, image, device, patch, max_voxels, amp)
+        if vnet2 is None:
+            return prob1, prob1
+        view = view2 if view2 is not None else image
+        return prob1, probabilities(vnet2, view, device, patch, max_voxels, amp)
+
     rows = []
+    nan = float("nan")
     try:
         for case in cases:
-            prob1 = probabilities(vnet1, case.image, device, patch, max_voxels, amp)
-            if vnet2 is None:
-                prob2 = prob1
-            else:
-                view2 = case.view2 if case.view2 is not None else case.image
-                prob2 = probabilities(vnet2, view2, device, patch, max_voxels, amp)
+            prob1, prob2 = both(case.image, case.view2)
             d1 = dice_scores(labels_from_probabilities(prob1), case)
             d2 = dice_scores(labels_from_probabilities(prob2), case)
             df = dice_scores(labels_from_probabilities((prob1 + prob2) / 2), case)
-            nan = float("nan")
             sides = (nan, nan, df[0]) if case.unsided else (df[0], df[1], nan)
-            rows.append([np.mean(d1), np.mean(d2), np.mean(df), *sides])
+            mirrored = nan
+            if case.unsided:  # axis 0 is world x in the canonical (RAS) crop
+                view2 = None if case.view2 is None else np.flip(case.view2, 0).copy()
+                m1, m2 = both(np.flip(case.image, 0).copy(), view2)
+                fused = labels_from_probabilities((m1 + m2) / 2)
+                mirrored = merged_dice(fused, np.flip(case.label, 0).copy())
+            rows.append([np.mean(d1), np.mean(d2), np.mean(df), *sides, mirrored])
     finally:
         for n, mode in zip(nets, modes, strict=True):
             n.train(mode)
-    names = ("dice1", "dice2", "dice_fused", "dice_left", "dice_right", "dice_unsided")
+    names = ("dice1", "dice2", "dice_fused", "dice_left", "dice_right", "dice_unsided",
+             "dice_unsided_mirrored")  # fmt: skip
     table = np.array(rows, dtype=float).reshape(-1, len(names))
     means = [float(np.nanmean(col)) if np.isfinite(col).any() else float("nan") for col in table.T]
     return dict(zip(names, means, strict=True))
