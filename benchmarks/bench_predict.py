@@ -9,6 +9,7 @@ Compares, with the same two width-16 VNets (random weights: the cost does not de
   packaged model has) instead of the half-resolution pass;
 - ``roi_grid_1.5mm``: the same on a 1.5 mm working grid (the packaged model's ``grid_mm``; the
   case has 1 mm voxels), probabilities mapped back onto the case's grid;
+- ``roi_grid_1.5mm_no_edge``: the same without the edge refinement (``--edge-weight 0``);
 - ``monai_sw``: MONAI's plain Gaussian ``sliding_window_inference`` (128^3, overlap 0.25).
 
 Random networks do not find hippocampi, so each VNet is wrapped: it runs in full (all the
@@ -41,6 +42,13 @@ SETTINGS = {
     "roi_localiser": {"roi": "on", "sliding_window": "auto"},
     # the shipped model's way: the same, on its 1.5 mm working grid (the case has 1 mm voxels)
     "roi_grid_1.5mm": {"roi": "on", "sliding_window": "auto", "grid": "1.5"},
+    # the same without the edge refinement (``--edge-weight 0``): what the refinement costs
+    "roi_grid_1.5mm_no_edge": {
+        "roi": "on",
+        "sliding_window": "auto",
+        "grid": "1.5",
+        "edge_weight": 0.0,
+    },
     "monai_sw": {"roi": "off", "sliding_window": "on", "roi_size": (128, 128, 128)},
 }
 
@@ -108,7 +116,7 @@ def run_one(name: str, device: str, threads: int, shape=SHAPE, n_filters: int = 
     spec = ModelSpec(n_filters=n_filters, view_mode="legacy")
     nets = [SideSplit(Located(build_vnet(spec))).eval() for _ in range(2)]
     model = LoadedModel(spec, nets[0], nets[1], "bench (random weights)")
-    if name in ("roi_localiser", "roi_grid_1.5mm"):
+    if name in ("roi_localiser", "roi_grid_1.5mm", "roi_grid_1.5mm_no_edge"):
         # a real 8-filter localiser (its full cost) answering with the bright-voxel detector,
         # shown the min-max normalised view on its 4 mm grid
         from lofihippseg.inference import localiser as localiser_mod
@@ -176,8 +184,9 @@ def main() -> None:
         results[name] = json.loads(out.strip().splitlines()[-1])
         r = results[name]
         print(
-            f"{name:<14} {r['seconds']:7.1f} s  peak RSS {r['peak_rss_gb']:5.2f} GB  "
+            f"{name:<22} {r['seconds']:7.1f} s  peak RSS {r['peak_rss_gb']:5.2f} GB  "
             f"inference {r['timings']['inference_s']:6.1f} s  "
+            f"post-processing {r['timings'].get('postprocess_s', 0.0):5.2f} s  "
             f"L {r['volumes']['left_ml']:.2f} mL R {r['volumes']['right_ml']:.2f} mL  "
             f"{r['effective'].get('roi_boxes') or r['effective'].get('roi_fallback', '')}",
             flush=True,
@@ -185,7 +194,15 @@ def main() -> None:
     if "whole" in results:
         base = results["whole"]["seconds"]
         for name, r in results.items():
-            print(f"{name:<14} time ratio vs whole-volume: {r['seconds'] / base:5.2f}")
+            print(f"{name:<22} time ratio vs whole-volume: {r['seconds'] / base:5.2f}")
+    if {"roi_grid_1.5mm", "roi_grid_1.5mm_no_edge"} <= results.keys():
+        with_edge, without = results["roi_grid_1.5mm"], results["roi_grid_1.5mm_no_edge"]
+        print(
+            "edge refinement: time ratio with / without "
+            f"{with_edge['seconds'] / without['seconds']:.2f}, post-processing "
+            f"{with_edge['timings']['postprocess_s']:.2f} s vs "
+            f"{without['timings']['postprocess_s']:.2f} s"
+        )
     print(
         f"shape {tuple(args.shape)}, device {args.device}, threads {args.threads}, "
         f"n_filters {args.n_filters}, both views"

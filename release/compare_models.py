@@ -2,7 +2,8 @@
 between them (for one network per contrast family).
 
 For every scan of the card's synthetic sets (held-back maps 14-16), every real MSD test crop
-and the packaged synthetic example, each model's Dice (per side; merged for crops) and its two
+(as stored, and mirrored left-right: the crops are all left-like) and the packaged synthetic
+example, each model's Dice (per side; merged for crops) and its two
 views' agreement are recorded, with the skewness of the image around the hippocampi (voxels
 within ``--shell-mm`` of the first model's segmentation: T1-like neighbourhoods, bright white
 matter and a little dark fluid, skew negative; T2-like ones positive). Printed: each model's
@@ -26,8 +27,15 @@ import torch
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_card import EVAL_SETS, EXAMPLE_SYN, EXAMPLE_SYN_LABEL, synthetic_cases  # noqa: E402
+from model_card import (  # noqa: E402
+    EVAL_SETS,
+    EXAMPLE_SYN,
+    EXAMPLE_SYN_LABEL,
+    mirrored_copy,
+    synthetic_cases,
+)
 
+from lofihippseg.inference.edge_refine import refine_labels  # noqa: E402
 from lofihippseg.inference.fusion import fuse_to_labels  # noqa: E402
 from lofihippseg.inference.model_loading import load_model  # noqa: E402
 from lofihippseg.inference.postprocess import keep_largest_per_side  # noqa: E402
@@ -72,8 +80,19 @@ def cases(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path, Path, bo
         for image, label, _ in synthetic_cases(args.maps, args.n, args.seed, tmp, which):
             out.append((which, image, label, False))
     if args.msd is not None:
-        for image in sorted((args.msd / "images").glob("*.nii.gz")):
+        images = sorted((args.msd / "images").glob("*.nii.gz"))
+        for image in images:
             out.append(("msd", image, args.msd / "labels" / image.name, True))
+        mirrored = tmp / "msd_mirrored"
+        mirrored.mkdir(exist_ok=True)
+        for image in images:  # real right hippocampi: the crops are all stored left-like
+            label = args.msd / "labels" / image.name
+            out.append((
+                "msd mirrored",
+                mirrored_copy(image, mirrored / image.name),
+                mirrored_copy(label, mirrored / f"label_{image.name}"),
+                True,
+            ))  # fmt: skip
     if EXAMPLE_SYN.is_file():
         out.append(("example", EXAMPLE_SYN, EXAMPLE_SYN_LABEL, False))
     return out
@@ -123,9 +142,11 @@ def main() -> None:
     p.add_argument("--shell-mm", type=float, default=6.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--edge-weight", type=float, default=None, help="predict's --edge-weight")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    predictors = [Predictor(load_model(m), PredictSettings(device="cpu")) for m in a.models]
+    settings = PredictSettings(device="cpu", edge_weight=a.edge_weight)
+    predictors = [Predictor(load_model(m), settings) for m in a.models]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for which, image, label, merged in cases(a, Path(tmp)):
@@ -148,7 +169,11 @@ def main() -> None:
             }
             if len(preds) == 2:  # the two models' fused probabilities averaged
                 maps = [pr.full(pr.fused) for pr in preds]
-                labels = keep_largest_per_side(fuse_to_labels(*maps)[0])
+                labels, fused = fuse_to_labels(*maps)
+                weight = predictors[0].edge_weight  # refined as predict would
+                if weight > 0:
+                    labels = refine_labels(vol.data, fused, labels, 0.5, weight)[0]
+                labels = keep_largest_per_side(labels)
                 row["ensemble"] = score(labels, truth, merged)
             rows.append(row)
             print(json.dumps(row), flush=True)

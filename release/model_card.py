@@ -275,6 +275,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="CPU threads")
     p.add_argument("--sets", nargs="+", default=list(EVAL_SETS), choices=EVAL_SETS)
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.add_argument("--edge-weight", type=float, default=None, help="predict's --edge-weight")
     p.add_argument("--grid", default="auto", help="working grid: auto, native or mm (predict's)")
     p.add_argument(
         "--msd",
@@ -286,7 +287,9 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     model = load_model(a.model)
     print(f"model: {a.model or DEFAULT_MODEL}; spec {model.spec}")
-    predictor = Predictor(model, PredictSettings(device="cpu", tta=a.tta, grid=a.grid))
+    predictor = Predictor(
+        model, PredictSettings(device="cpu", tta=a.tta, grid=a.grid, edge_weight=a.edge_weight)
+    )
     print(f"predict settings: {predictor.describe()}")
 
     if a.n > 0 and a.maps.is_dir():

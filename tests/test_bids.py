@@ -304,3 +304,15 @@ def test_output_in_the_raw_dataset_is_refused_at_both_levels(tmp_path, cli, caps
     # derivatives/NAME is the usual place and stays allowed
     assert cli("bids", bids, bids / "derivatives" / "lofihippseg", "participant") == 0
     assert cli("bids", bids, bids / "derivatives" / "lofihippseg", "group") == 0
+
+
+@pytest.mark.parametrize("weight", ["0", "2"])
+def test_edge_weight_reaches_the_bids_sidecars(tmp_path, cli, weight):
+    bids = make_bids(tmp_path / "bids")
+    out = tmp_path / "out"
+    code = cli("bids", bids, out, "participant", "--participant_label", "01",
+               "--edge-weight", weight)  # fmt: skip
+    assert code == 0
+    sidecar = json.loads((out / f"sub-01/anat/sub-01_{DSEG}.json").read_text())
+    assert f'"edge_weight": {float(weight)}' in json.dumps(sidecar)
+    assert ('"edge_refinement"' in json.dumps(sidecar)) == (weight != "0")

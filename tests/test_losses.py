@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 
+from lofihippseg.errors import LoFiError
 from lofihippseg.training.losses import (
     LossConfig,
+    boundary_band,
     confidence_mask,
     critic_loss,
     generator_adversarial_loss,
@@ -66,6 +68,45 @@ def test_supervised_loss_weights():
     assert float(supervised_loss(logits, target)) == pytest.approx(expected, rel=1e-5)
     cfg = LossConfig(dice_weight=0.0, ce_weight=1.0)
     assert float(supervised_loss(logits, target, cfg)) == pytest.approx(ce, rel=1e-5)
+
+
+def test_boundary_band_marks_both_sides_of_every_edge():
+    y = torch.zeros(1, 2, 12, 12, 12)
+    y[0, 0, 4:8, 4:8, 4:8] = 1  # channel 1 empty: no edge, no band
+    band = boundary_band(y, 2)
+    assert band[0, 1].sum() == 0
+    idx = torch.arange(12)
+    zz, yy, xx = torch.meshgrid(idx, idx, idx, indexing="ij")
+    inside = y[0, 0].bool()
+    # outside: within 2 (max-norm) of the cube; inside: within 2 of a face (the cube is 4 wide)
+    near_out = ((zz - 5.5).abs() <= 3.5) & ((yy - 5.5).abs() <= 3.5) & ((xx - 5.5).abs() <= 3.5)
+    assert torch.equal(band[0, 0].bool(), near_out | inside)
+    assert float(boundary_band(torch.ones(1, 1, 5, 5, 5), 1).sum()) == 0  # no edge in view
+
+
+def test_boundary_weight_counts_edge_errors_more():
+    target = torch.zeros(1, 1, 12, 12, 12)
+    target[..., 3:9, 3:9, 3:9] = 1
+    logits = torch.where(target > 0, 3.0, -3.0)
+    edge_error, far_error = logits.clone(), logits.clone()
+    edge_error[0, 0, 2, 5, 5] = 3.0  # one false voxel next to the edge
+    far_error[0, 0, 11, 11, 11] = 3.0  # one false voxel far from it
+    plain = LossConfig(dice_weight=0.0, ce_weight=1.0)
+    weighted = LossConfig(dice_weight=0.0, ce_weight=1.0, boundary_weight=2.0)
+    assert float(supervised_loss(edge_error, target, plain)) == pytest.approx(
+        float(supervised_loss(far_error, target, plain))
+    )
+    assert float(supervised_loss(edge_error, target, weighted)) > float(
+        supervised_loss(far_error, target, weighted)
+    )
+    # with a 0/1 mask too: masked-out voxels stay out however near the edge they are
+    mask = torch.ones_like(target)
+    mask[0, 0, 2, 5, 5] = 0
+    assert float(supervised_loss(edge_error, target, weighted, weight=mask)) == pytest.approx(
+        float(supervised_loss(logits, target, weighted, weight=mask))
+    )
+    with pytest.raises(LoFiError, match="boundary_weight"):
+        LossConfig(boundary_weight=-1.0)
 
 
 def test_gate_masks_voxels_per_voxel():

@@ -170,13 +170,15 @@ def test_cli_train_takes_unsided_crops_alone(tmp_path, capsys):
     args = ["--unsided", str(crops), "--iterations", "2", "--val-every", "2",
             "--patch", "32", "--batch", "2", "--n-filters", "4", "--no-plan", "--device", "cpu",
             "--num-workers", "0", "--out", str(tmp_path / "runs"), "--name", "u",
-            "--unsided-voxel-mm", "1.5", "--unsided-remap-prob", "0.5"]  # fmt: skip
+            "--boundary-weight", "2", "--unsided-voxel-mm", "1.5",
+            "--unsided-remap-prob", "0.5"]  # fmt: skip
     result = CliRunner().invoke(command, args)
     assert result.exit_code == 0, result.output
     row = list(csv.DictReader((tmp_path / "runs" / "u" / "metrics.csv").open()))[-1]
     assert row["dice_left"] == "nan" and float(row["dice_unsided"]) >= 0.0
     saved = json.loads((tmp_path / "runs" / "u" / "config.json").read_text())
     assert saved["unsided_remap_prob"] == 0.5
+    assert saved["loss"]["boundary_weight"] == 2.0  # the edge-weighted loss ran and is saved
     bad = [*args[:-1], "2", "--name", "bad"]  # a probability above 1; a new run folder
     code, _, err = run_cli(["train", *bad], capsys)
     assert code == 2 and "unsided_remap_prob must be in [0, 1]" in err

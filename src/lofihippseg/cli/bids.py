@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from lofihippseg.cli.options import device_option, family_option
+from lofihippseg.cli.options import device_option, edge_weight_option, family_option
 
 # options that take several values after one flag, as BIDS Apps (argparse nargs="+") do
 MULTI_VALUE = {
@@ -83,6 +83,7 @@ class BidsAppCommand(click.Command):
     is_flag=True,
     help="Also run on the left-right mirror image and average (sides swapped back).",
 )
+@edge_weight_option()
 @family_option()
 @device_option("Where to run; auto = CUDA when available.")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
@@ -114,6 +115,7 @@ def command(
     checkpoint2,
     recipe,
     tta,
+    edge_weight,
     family,
     device,
     threads,
@@ -153,6 +155,7 @@ def command(
 
     settings = PredictSettings(
         tta=tta,
+        edge_weight=edge_weight,
         family=family,
         device=device,
         threads=threads,

@@ -23,3 +23,15 @@ def family_option():
         help="Contrast family of the networks when the model has several (the shipped model: "
         "t2 and t1): auto = run each pair and keep the one whose two views agree best.",
     )
+
+
+def edge_weight_option():
+    """``--edge-weight W``: how much the scan's intensities move each outline
+    (``inference.edge_refine``); None = the recipe's default."""
+    return click.option(
+        "--edge-weight",
+        type=click.FloatRange(0, 10),
+        default=None,
+        help="How much the scan's own intensities move each outline near its edge (0 = the "
+        "networks' outline as it is). Default: the recipe's (paper: 1, released: 0).",
+    )

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from lofihippseg.cli.options import device_option, family_option
+from lofihippseg.cli.options import device_option, edge_weight_option, family_option
 from lofihippseg.errors import LoFiError
 
 
@@ -76,6 +76,7 @@ def _roi_size(value: str) -> tuple[int, int, int]:
     show_default=True,
     help="Probability threshold for each side.",
 )
+@edge_weight_option()
 @click.option(
     "--lcc/--no-lcc",
     default=None,
@@ -166,6 +167,7 @@ def command(
     recipe,
     fusion,
     threshold,
+    edge_weight,
     lcc,
     tta,
     sliding_window,
@@ -200,6 +202,7 @@ def command(
     settings = PredictSettings(
         fusion=fusion,
         threshold=threshold,
+        edge_weight=edge_weight,
         lcc=lcc,
         tta=tta,
         sliding_window=sliding_window,

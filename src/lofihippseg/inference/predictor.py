@@ -27,10 +27,11 @@ import torch
 from lofihippseg.errors import LoFiError
 from lofihippseg.inference import regrid
 from lofihippseg.inference import roi as roi_mod
+from lofihippseg.inference.edge_refine import refine_labels
 from lofihippseg.inference.fusion import disagreement, fuse_to_labels, view_agreement_dice
 from lofihippseg.inference.model_loading import LoadedModel
 from lofihippseg.inference.postprocess import keep_largest_per_side
-from lofihippseg.inference.settings import PredictSettings, resolve_device
+from lofihippseg.inference.settings import DEFAULT_EDGE_WEIGHT, PredictSettings, resolve_device
 from lofihippseg.inference.sliding_window import (
     check_roi_size,
     network_probabilities,
@@ -138,6 +139,8 @@ class Predictor:
         self.fusion = self.settings.fusion or ("union" if released else "mean")
         self.overlap_rule = "released" if released else "probability"
         self.lcc = (not released) if self.settings.lcc is None else self.settings.lcc
+        edge = self.settings.edge_weight
+        self.edge_weight = (0.0 if released else DEFAULT_EDGE_WEIGHT) if edge is None else edge
         nets = [net for pair in model.pairs.values() for net in pair]
         for net in (*nets, model.localiser and model.localiser.net):
             if net is not None:
@@ -156,6 +159,7 @@ class Predictor:
             "overlap_rule": self.overlap_rule,
             "lcc": self.lcc,
             "threshold": self.settings.threshold,
+            "edge_weight": self.edge_weight,
             "tta": self.settings.tta,
             "roi": self.use_roi,
             "grid": self.settings.grid,
@@ -398,6 +402,11 @@ class Predictor:
         labels_crop, fused = labelled or self._labels(*maps)
 
         t = time.perf_counter()
+        if self.edge_weight > 0:
+            labels_crop, info["edge_refinement"] = refine_labels(
+                volume.data, fused, labels_crop, self.settings.threshold,
+                self.edge_weight, self.overlap_rule, window=box,
+            )  # fmt: skip
         if self.lcc:
             labels_crop = keep_largest_per_side(labels_crop)
         labels = np.zeros(volume.data.shape, dtype=np.uint8)

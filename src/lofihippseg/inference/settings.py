@@ -9,6 +9,7 @@ import torch
 from lofihippseg.errors import LoFiError
 
 DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_EDGE_WEIGHT = 1.0  # chosen on validation scans (release/MODEL_CARD.md, "v9 + edge")
 ROI_MODES = ("auto", "on", "off")
 
 
@@ -19,6 +20,9 @@ class PredictSettings:
     Attributes:
         fusion: ``mean`` or ``union``; None = the recipe's (released: union, paper: mean).
         threshold: a channel is on where the fused probability is above this.
+        edge_weight: how much the scan's own intensities move each side's outline
+            (``inference.edge_refine``; 0 = the networks' outline as it is); None = the
+            recipe's (released: 0, paper: ``DEFAULT_EDGE_WEIGHT``).
         lcc: keep the largest connected component per side; None = the recipe's
             (released: off, paper: on).
         tta: also run on the left-right mirror image and average (channels swapped back).
@@ -49,6 +53,7 @@ class PredictSettings:
 
     fusion: str | None = None
     threshold: float = 0.5
+    edge_weight: float | None = None
     lcc: bool | None = None
     tta: bool = False
     sliding_window: str = "auto"
@@ -72,6 +77,8 @@ class PredictSettings:
             raise LoFiError(f"unknown fusion {self.fusion!r}; expected mean or union")
         if not 0.0 < self.threshold < 1.0:
             raise LoFiError(f"threshold must be between 0 and 1, got {self.threshold}")
+        if self.edge_weight is not None and not 0.0 <= self.edge_weight <= 10.0:
+            raise LoFiError(f"--edge-weight must be between 0 and 10, got {self.edge_weight}")
         if self.device not in DEVICES:
             raise LoFiError(f"unknown device {self.device!r}; expected one of {DEVICES}")
         if self.roi not in ROI_MODES:

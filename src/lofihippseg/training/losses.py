@@ -53,6 +53,11 @@ class LossConfig:
             a crop holds one hippocampus) or ``free`` (not trained there: a crop of a right
             hippocampus that the prediction gave to the left channel does not teach the right
             channel that hippocampi are background).
+        boundary_weight: extra weight of the cross-entropy on voxels within
+            ``boundary_radius`` of a target's edge (``1 + boundary_weight`` there, 1 elsewhere):
+            the networks' errors lie at the edge (the model card), where a whole-volume loss
+            counts them little; 0 = every voxel alike (the paper).
+        boundary_radius: how far from an edge, in voxels, a voxel counts as on it.
     """
 
     dice_weight: float = 1.0
@@ -68,10 +73,16 @@ class LossConfig:
     mutual_rampup: float = 0.2
     critic_fraction: float = 0.05
     unsided_other: str = "empty"
+    boundary_weight: float = 0.0
+    boundary_radius: int = 2
 
     def __post_init__(self) -> None:
         if not 0.0 < self.critic_fraction <= 1.0:
             raise LoFiError(f"critic_fraction must be in (0, 1], got {self.critic_fraction}")
+        if not 0.0 <= self.boundary_weight <= 100.0:
+            raise LoFiError(f"boundary_weight must be in [0, 100], got {self.boundary_weight}")
+        if not 1 <= self.boundary_radius <= 8:
+            raise LoFiError(f"boundary_radius must be 1-8 voxels, got {self.boundary_radius}")
         if self.unsided_other not in UNSIDED_OTHER:
             raise LoFiError(
                 f"unknown unsided_other {self.unsided_other!r}; expected one of {UNSIDED_OTHER}"
@@ -147,6 +158,24 @@ def soft_dice_loss(
     return (1 - dice).mean()
 
 
+def boundary_band(target: torch.Tensor, radius: int) -> torch.Tensor:
+    """1 on voxels within ``radius`` voxels (a cube) of an edge of a (B, C, D, H, W) binary
+    target, inside or outside it; 0 elsewhere. Max-pooling: no distance transform, any device.
+
+    Example:
+        >>> y = torch.zeros(1, 1, 9, 9, 9); y[..., 3:6, 3:6, 3:6] = 1
+        >>> band = boundary_band(y, 1)
+        >>> int(band[0, 0, 4, 4, 4]), int(band[0, 0, 3, 4, 4]), int(band[0, 0, 2, 4, 4])
+        (0, 1, 1)
+        >>> int(band[0, 0, 0, 4, 4])
+        0
+    """
+    size = 2 * radius + 1
+    grown = F.max_pool3d(target, size, stride=1, padding=radius)
+    shrunk = -F.max_pool3d(-target, size, stride=1, padding=radius)
+    return grown - shrunk
+
+
 def supervised_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -157,6 +186,8 @@ def supervised_loss(
     """``dl_w * mean_c(1 - softDice) + ce_w * mean_c BCE`` (BCE averaged over voxels).
 
     ``weight`` (same shape as ``target``, 0 or 1): voxels of a channel left out of both terms.
+    With ``config.boundary_weight`` the BCE counts voxels near a target's edge more
+    (:func:`boundary_band`).
 
     Example:
         >>> y = torch.zeros(1, 2, 4, 4, 4); y[:, 0, :2] = 1
@@ -164,7 +195,11 @@ def supervised_loss(
         True
     """
     dice = soft_dice_loss(logits, target, config.dice_smooth, reduce, weight)
-    bce = F.binary_cross_entropy_with_logits(logits.float(), target, weight=weight)
+    ce_weight = weight
+    if config.boundary_weight > 0:
+        emphasis = 1 + config.boundary_weight * boundary_band(target, config.boundary_radius)
+        ce_weight = emphasis if weight is None else emphasis * weight
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target, weight=ce_weight)
     return config.dice_weight * dice + config.ce_weight * bce
 
 
