@@ -147,3 +147,12 @@ def test_cli_edge_weight_reaches_the_sidecar_and_bad_values_are_one_line(tmp_pat
     assert '"edge_weight": 0.5' in json.dumps(sidecar)
     with pytest.raises(LoFiError, match="edge-weight"):
         PredictSettings(edge_weight=-1.0)
+
+
+def test_a_side_touching_the_volume_edge_is_refined_without_error():
+    image, truth = cube_scene(step=1.0)
+    image, truth = image[10:], truth[10:]  # the cube now starts at the first slice
+    guess = ndimage.binary_dilation(truth, iterations=1)
+    refined = refine_side(image, network_guess(guess), guess, 0.5, 1.0)
+    assert refined.shape == guess.shape
+    assert dice(refined, truth) > dice(guess, truth)
