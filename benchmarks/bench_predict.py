@@ -10,6 +10,8 @@ Compares, with the same two width-16 VNets (random weights: the cost does not de
 - ``roi_grid_1.5mm``: the same on a 1.5 mm working grid (the packaged model's ``grid_mm``; the
   case has 1 mm voxels), probabilities mapped back onto the case's grid;
 - ``roi_grid_1.5mm_no_edge``: the same without the edge refinement (``--edge-weight 0``);
+- ``roi_grid_1.5mm_refiner``: ``roi_grid_1.5mm`` with an 8-filter outline refiner (as the
+  packaged model has; untrained, so it returns the probabilities it is given at its full cost);
 - ``monai_sw``: MONAI's plain Gaussian ``sliding_window_inference`` (128^3, overlap 0.25).
 
 Random networks do not find hippocampi, so each VNet is wrapped: it runs in full (all the
@@ -49,8 +51,16 @@ SETTINGS = {
         "grid": "1.5",
         "edge_weight": 0.0,
     },
+    # the same with the packaged model's outline refiner (``--refiner``): what it costs
+    "roi_grid_1.5mm_refiner": {"roi": "on", "sliding_window": "auto", "grid": "1.5"},
     "monai_sw": {"roi": "off", "sliding_window": "on", "roi_size": (128, 128, 128)},
 }
+GRID_SETTINGS = (
+    "roi_localiser",
+    "roi_grid_1.5mm",
+    "roi_grid_1.5mm_no_edge",
+    "roi_grid_1.5mm_refiner",
+)
 
 
 class Located(torch.nn.Module):
@@ -116,7 +126,7 @@ def run_one(name: str, device: str, threads: int, shape=SHAPE, n_filters: int = 
     spec = ModelSpec(n_filters=n_filters, view_mode="legacy")
     nets = [SideSplit(Located(build_vnet(spec))).eval() for _ in range(2)]
     model = LoadedModel(spec, nets[0], nets[1], "bench (random weights)")
-    if name in ("roi_localiser", "roi_grid_1.5mm", "roi_grid_1.5mm_no_edge"):
+    if name in GRID_SETTINGS:
         # a real 8-filter localiser (its full cost) answering with the bright-voxel detector,
         # shown the min-max normalised view on its 4 mm grid
         from lofihippseg.inference import localiser as localiser_mod
@@ -125,6 +135,10 @@ def run_one(name: str, device: str, threads: int, shape=SHAPE, n_filters: int = 
         localiser_mod.localiser_input = to_coarse_grid
         net = SideSplit(Located(build_localiser(LocaliserSpec()))).eval()
         model.localiser = Localiser(LocaliserSpec(), net)
+    if name == "roi_grid_1.5mm_refiner":
+        from lofihippseg.inference.refiner import Refiner
+
+        model.refiner = Refiner(8).eval()
     with tempfile.TemporaryDirectory() as tmp:
         case = synthetic_case(Path(tmp) / "case.nii.gz", tuple(shape))
         settings = PredictSettings(device=device, qc=True, **SETTINGS[name])
@@ -201,6 +215,14 @@ def main() -> None:
             "edge refinement: time ratio with / without "
             f"{with_edge['seconds'] / without['seconds']:.2f}, post-processing "
             f"{with_edge['timings']['postprocess_s']:.2f} s vs "
+            f"{without['timings']['postprocess_s']:.2f} s"
+        )
+    if {"roi_grid_1.5mm", "roi_grid_1.5mm_refiner"} <= results.keys():
+        with_ref, without = results["roi_grid_1.5mm_refiner"], results["roi_grid_1.5mm"]
+        print(
+            "outline refiner: time ratio with / without "
+            f"{with_ref['seconds'] / without['seconds']:.2f}, post-processing "
+            f"{with_ref['timings']['postprocess_s']:.2f} s vs "
             f"{without['timings']['postprocess_s']:.2f} s"
         )
     print(

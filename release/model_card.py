@@ -276,6 +276,12 @@ def main() -> None:
     p.add_argument("--sets", nargs="+", default=list(EVAL_SETS), choices=EVAL_SETS)
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--edge-weight", type=float, default=None, help="predict's --edge-weight")
+    p.add_argument(
+        "--refiner",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="predict's --refiner/--no-refiner (default: on when the model has one)",
+    )
     p.add_argument("--grid", default="auto", help="working grid: auto, native or mm (predict's)")
     p.add_argument(
         "--msd",
@@ -288,7 +294,10 @@ def main() -> None:
     model = load_model(a.model)
     print(f"model: {a.model or DEFAULT_MODEL}; spec {model.spec}")
     predictor = Predictor(
-        model, PredictSettings(device="cpu", tta=a.tta, grid=a.grid, edge_weight=a.edge_weight)
+        model,
+        PredictSettings(
+            device="cpu", tta=a.tta, grid=a.grid, edge_weight=a.edge_weight, refine=a.refiner
+        ),
     )
     print(f"predict settings: {predictor.describe()}")
 

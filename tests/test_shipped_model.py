@@ -61,6 +61,7 @@ def test_weights_are_small_and_load_weights_only():
     assert all(p.dtype == torch.float32 for p in params)  # half-precision file, float32 nets
     assert not model.vnet1.training and not model.vnet2.training
     assert model.localiser is not None and not model.localiser.net.training
+    assert model.refiner is not None and not model.refiner.training
     assert model.spec.grid_mm == 1.5  # the voxel size of its training pool
 
 
@@ -82,6 +83,9 @@ def test_synthetic_lowfield_example(predictor):
     assert min(dice) > 0.35 and sum(dice) / 2 > 0.5, metrics
     assert pred.timings["total_s"] < 60
     assert_located(pred)
+    # the outline refiner ran (edge refinement is then off by default: it reads its evidence)
+    assert pred.info["refiner"] is True and set(pred.info["refiner_change"]) == {"left", "right"}
+    assert pred.info["edge_weight"] == 0.0 and "edge_refinement" not in pred.info
 
 
 def test_real_t1_head(predictor):

@@ -6,7 +6,12 @@ import sys
 
 import click
 
-from lofihippseg.cli.options import device_option, edge_weight_option, family_option
+from lofihippseg.cli.options import (
+    device_option,
+    edge_weight_option,
+    family_option,
+    refiner_option,
+)
 
 # options that take several values after one flag, as BIDS Apps (argparse nargs="+") do
 MULTI_VALUE = {
@@ -84,6 +89,7 @@ class BidsAppCommand(click.Command):
     help="Also run on the left-right mirror image and average (sides swapped back).",
 )
 @edge_weight_option()
+@refiner_option()
 @family_option()
 @device_option("Where to run; auto = CUDA when available.")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
@@ -116,6 +122,7 @@ def command(
     recipe,
     tta,
     edge_weight,
+    refiner,
     family,
     device,
     threads,
@@ -156,6 +163,7 @@ def command(
     settings = PredictSettings(
         tta=tta,
         edge_weight=edge_weight,
+        refine=refiner,
         family=family,
         device=device,
         threads=threads,

@@ -33,5 +33,18 @@ def edge_weight_option():
         type=click.FloatRange(0, 10),
         default=None,
         help="How much the scan's own intensities move each outline near its edge (0 = the "
-        "networks' outline as it is). Default: the recipe's (paper: 1, released: 0).",
+        "networks' outline as it is). Default: the recipe's (paper: 1, or 0 when the outline "
+        "refiner runs, as with the shipped model; released: 0).",
+    )
+
+
+def refiner_option():
+    """``--refiner/--no-refiner``: run the model's outline refiner (``inference.refiner``);
+    None = the recipe's default (on when the model has one, never for the released recipe)."""
+    return click.option(
+        "--refiner/--no-refiner",
+        default=None,
+        help="Re-read the scan around each found hippocampus with the model's outline refiner. "
+        "Default: on when the model has one (the shipped model does), off for the released "
+        "recipe.",
     )

@@ -6,7 +6,12 @@ import sys
 
 import click
 
-from lofihippseg.cli.options import device_option, edge_weight_option, family_option
+from lofihippseg.cli.options import (
+    device_option,
+    edge_weight_option,
+    family_option,
+    refiner_option,
+)
 from lofihippseg.errors import LoFiError
 
 
@@ -77,6 +82,7 @@ def _roi_size(value: str) -> tuple[int, int, int]:
     help="Probability threshold for each side.",
 )
 @edge_weight_option()
+@refiner_option()
 @click.option(
     "--lcc/--no-lcc",
     default=None,
@@ -168,6 +174,7 @@ def command(
     fusion,
     threshold,
     edge_weight,
+    refiner,
     lcc,
     tta,
     sliding_window,
@@ -203,6 +210,7 @@ def command(
         fusion=fusion,
         threshold=threshold,
         edge_weight=edge_weight,
+        refine=refiner,
         lcc=lcc,
         tta=tta,
         sliding_window=sliding_window,

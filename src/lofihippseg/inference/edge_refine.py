@@ -82,23 +82,31 @@ def refine_side(
     return refined
 
 
-def _refine_in_box(
-    data: np.ndarray, probability: np.ndarray, mask: np.ndarray, threshold: float, weight: float
-) -> np.ndarray:
-    """:func:`refine_side` in a box that holds the side with room for its shell."""
+def side_evidence(data: np.ndarray, mask: np.ndarray, values: np.ndarray) -> np.ndarray | None:
+    """log(p_inside / p_outside) of ``values``, clipped to +-``CLIP``, from the histograms of
+    ``mask``'s core and of a ``SHELL``-voxel shell around it in ``data`` (None: no shell)."""
     main = largest_component(mask)  # stray blobs would blur the hippocampus's own histogram
     core = ndimage.binary_erosion(main)
     if core.sum() < MIN_VOXELS // 2:
         core = main
     around = ndimage.binary_dilation(main, iterations=SHELL) & ~mask
     if not around.any():
-        return mask
+        return None
+    return np.clip(_histogram_log_ratio(data[core], data[around], values), -CLIP, CLIP)
+
+
+def _refine_in_box(
+    data: np.ndarray, probability: np.ndarray, mask: np.ndarray, threshold: float, weight: float
+) -> np.ndarray:
+    """:func:`refine_side` in a box that holds the side with room for its shell."""
     zone = ndimage.binary_dilation(mask, iterations=BAND) & ~ndimage.binary_erosion(
         mask, iterations=BAND
     )
-    evidence = _histogram_log_ratio(data[core], data[around], data[zone])
+    evidence = side_evidence(data, mask, data[zone])
+    if evidence is None:
+        return mask
     p = np.clip(probability[zone].astype(np.float64), 1e-4, 1 - 1e-4)
-    logit = np.log(p / (1 - p)) + weight * np.clip(evidence, -CLIP, CLIP)
+    logit = np.log(p / (1 - p)) + weight * evidence
     refined = mask.copy()
     refined[zone] = logit > np.log(threshold / (1 - threshold))
     return refined

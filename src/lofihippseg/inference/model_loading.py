@@ -24,6 +24,7 @@ import torch
 
 from lofihippseg.errors import LoFiError
 from lofihippseg.inference.localiser import Localiser, localiser_from_entry
+from lofihippseg.inference.refiner import Refiner, refiner_from_entry
 from lofihippseg.models.registry import (
     ModelSpec,
     build_vnet,
@@ -56,6 +57,7 @@ class LoadedModel:
             every pair and keeps the one whose two views agree best (``PredictSettings.family``).
         family_grid_mm: working grids of the alternatives that run on another grid than
             ``spec.grid_mm``.
+        refiner: the bundle's outline refiner, if it has one (``inference.refiner``).
     """
 
     spec: ModelSpec
@@ -67,6 +69,7 @@ class LoadedModel:
     family: str | None = None
     alternatives: dict[str, tuple[torch.nn.Module, torch.nn.Module]] = field(default_factory=dict)
     family_grid_mm: dict[str, float | None] = field(default_factory=dict)
+    refiner: Refiner | None = None
 
     def grid_of(self, family: str | None) -> float | None:
         """The working grid (mm) of a family's pair: its own if it has one, else the spec's."""
@@ -84,6 +87,8 @@ class LoadedModel:
             net2.to(device)
         if self.localiser is not None:
             self.localiser.to(device)
+        if self.refiner is not None:
+            self.refiner.to(device)
         return self
 
 
@@ -126,6 +131,8 @@ def _from_bundle(path: Path, device: str, config_spec: dict | None = None) -> Lo
         model.vnet2, model.single_view = model.vnet1, True
     if data.get("localiser") is not None:
         model.localiser = localiser_from_entry(data["localiser"], str(path), device)
+    if data.get("refiner") is not None:
+        model.refiner = refiner_from_entry(data["refiner"], str(path), device)
     model.family, model.alternatives, model.family_grid_mm = _families(data, model, path, device)
     return model
 

@@ -8,11 +8,13 @@ in its voxels) ->
 view 1 = the crop, view 2 = ``frequency_view(crop)`` -> VNet 1 on view 1, VNet 2 on view 2
 (whole volume, sliding windows or a located region of interest; optional mirror TTA) ->
 sigmoid -> probabilities back onto the input's grid (only where a label can be) -> fusion ->
-threshold -> left/right overlap rule -> optional largest component per side -> pasted back
-into the full canonical volume. ``io.nifti.save_like`` then writes it on the input's exact grid.
+threshold -> left/right overlap rule -> pasted back into the full canonical volume.
+``io.nifti.save_like`` then writes it on the input's exact grid.
 A model with several contrast families runs this once per pair of networks, each on its own
 working grid (pairs on the same grid share the preprocessing and the localiser's boxes), and
-keeps the result whose two views agree best.
+keeps the result whose two views agree best. Only the kept result is post-processed: the
+outline refiner when the model has one (``inference.refiner``: fused probabilities -> refined,
+thresholded again), edge refinement (``inference.edge_refine``), the largest component per side.
 """
 
 from __future__ import annotations
@@ -28,9 +30,15 @@ from lofihippseg.errors import LoFiError
 from lofihippseg.inference import regrid
 from lofihippseg.inference import roi as roi_mod
 from lofihippseg.inference.edge_refine import refine_labels
-from lofihippseg.inference.fusion import disagreement, fuse_to_labels, view_agreement_dice
+from lofihippseg.inference.fusion import (
+    disagreement,
+    fuse_to_labels,
+    resolve_overlap,
+    view_agreement_dice,
+)
 from lofihippseg.inference.model_loading import LoadedModel
 from lofihippseg.inference.postprocess import keep_largest_per_side
+from lofihippseg.inference.refiner import refine_window
 from lofihippseg.inference.settings import DEFAULT_EDGE_WEIGHT, PredictSettings, resolve_device
 from lofihippseg.inference.sliding_window import (
     check_roi_size,
@@ -139,10 +147,21 @@ class Predictor:
         self.fusion = self.settings.fusion or ("union" if released else "mean")
         self.overlap_rule = "released" if released else "probability"
         self.lcc = (not released) if self.settings.lcc is None else self.settings.lcc
+        refine = self.settings.refine
+        if refine and model.refiner is None:
+            raise LoFiError(
+                f"--refiner: the model {model.source} has no outline refiner; use --no-refiner"
+            )
+        self.use_refiner = model.refiner is not None and (
+            not released if refine is None else refine
+        )
+        # the refiner reads edge refinement's evidence itself: by default not applied twice
         edge = self.settings.edge_weight
-        self.edge_weight = (0.0 if released else DEFAULT_EDGE_WEIGHT) if edge is None else edge
+        default_edge = 0.0 if released or self.use_refiner else DEFAULT_EDGE_WEIGHT
+        self.edge_weight = default_edge if edge is None else edge
         nets = [net for pair in model.pairs.values() for net in pair]
-        for net in (*nets, model.localiser and model.localiser.net):
+        refiner_net = model.refiner.net if model.refiner is not None else None
+        for net in (*nets, model.localiser and model.localiser.net, refiner_net):
             if net is not None:
                 prefer_onednn(net)  # 2-4x faster single-volume CPU inference
         self.roi_size = check_roi_size(self.settings.roi_size)
@@ -160,6 +179,7 @@ class Predictor:
             "lcc": self.lcc,
             "threshold": self.settings.threshold,
             "edge_weight": self.edge_weight,
+            "refiner": self.use_refiner,
             "tta": self.settings.tta,
             "roi": self.use_roi,
             "grid": self.settings.grid,
@@ -334,7 +354,42 @@ class Predictor:
             for name, run in runs.items():
                 pred.timings[f"pair_{name}_s"] = run.timings["total_s"]
             pred.timings["total_s"] = sum(r.timings["total_s"] for r in runs.values())
+        self._postprocess(volume, pred)
         return pred
+
+    def _postprocess(self, volume: Volume, pred: Prediction) -> None:
+        """The kept pair's outlines, in place: the refiner (which may widen ``pred.box``),
+        edge refinement, the largest component per side."""
+        t = time.perf_counter()
+        threshold, info = self.settings.threshold, pred.info
+        labels_crop = pred.labels[pred.box]
+        if self.use_refiner:
+            fused, box, info["refiner_change"] = refine_window(
+                self.model.refiner, volume.data, pred.fused, pred.box, volume.spacing,
+                threshold, self.device,
+            )  # fmt: skip
+            if box != pred.box:  # the views' maps widened with zeros to the new window
+                inner = tuple(
+                    slice(b.start - w.start, b.stop - w.start)
+                    for b, w in zip(pred.box, box, strict=True)
+                )
+                for name in ("prob1", "prob2"):
+                    wide = np.zeros_like(fused)
+                    wide[(slice(None), *inner)] = getattr(pred, name)
+                    setattr(pred, name, wide)
+            pred.fused, pred.box = fused, box
+            labels_crop = resolve_overlap(fused > threshold, fused, self.overlap_rule)
+        if self.edge_weight > 0:
+            labels_crop, info["edge_refinement"] = refine_labels(
+                volume.data, pred.fused, labels_crop, threshold,
+                self.edge_weight, self.overlap_rule, window=pred.box,
+            )  # fmt: skip
+        if self.lcc:
+            labels_crop = keep_largest_per_side(labels_crop)
+        pred.labels = np.zeros(volume.data.shape, dtype=np.uint8)
+        pred.labels[pred.box] = labels_crop
+        pred.timings["postprocess_s"] = time.perf_counter() - t
+        pred.timings["total_s"] += pred.timings["postprocess_s"]
 
     def _prepare(self, volume: Volume, grid_mm: float | None) -> PreparedVolume:
         """Crop, normalise and resample ``volume`` to the working grid ``grid_mm`` (None: its
@@ -380,7 +435,8 @@ class Predictor:
         prepared: PreparedVolume,
     ) -> Prediction:
         """Segment one canonical volume with one pair of networks on a prepared working grid
-        (its preparation's seconds are counted by the first pair that uses it)."""
+        (its preparation's seconds are counted by the first pair that uses it); the labels
+        are the thresholded fused probabilities, before ``_postprocess``."""
         start = time.perf_counter()
         timings: dict[str, float] = {"preprocess_s": 0.0}
         if prepared.seconds:
@@ -400,20 +456,10 @@ class Predictor:
             timings["regrid_s"] = time.perf_counter() - t
             labelled = None
         labels_crop, fused = labelled or self._labels(*maps)
-
-        t = time.perf_counter()
-        if self.edge_weight > 0:
-            labels_crop, info["edge_refinement"] = refine_labels(
-                volume.data, fused, labels_crop, self.settings.threshold,
-                self.edge_weight, self.overlap_rule, window=box,
-            )  # fmt: skip
-        if self.lcc:
-            labels_crop = keep_largest_per_side(labels_crop)
         labels = np.zeros(volume.data.shape, dtype=np.uint8)
         labels[box] = labels_crop
-        dice = view_agreement_dice(maps[0], maps[1], self.settings.threshold)
-        timings["postprocess_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - start + timings["preprocess_s"]
+        dice = view_agreement_dice(maps[0], maps[1], self.settings.threshold)
         return Prediction(
             labels=labels,
             prob1=maps[0],

@@ -9,7 +9,8 @@ import torch
 from lofihippseg.errors import LoFiError
 
 DEVICES = ("auto", "cpu", "cuda")
-DEFAULT_EDGE_WEIGHT = 1.0  # chosen on validation scans (release/MODEL_CARD.md, "v9 + edge")
+DEFAULT_EDGE_WEIGHT = 1.0  # chosen on validation scans (release/MODEL_CARD.md, "v9 + edge");
+# models with an outline refiner default to 0 (chosen on validation: release/MODEL_CARD.md, v10)
 ROI_MODES = ("auto", "on", "off")
 
 
@@ -22,7 +23,10 @@ class PredictSettings:
         threshold: a channel is on where the fused probability is above this.
         edge_weight: how much the scan's own intensities move each side's outline
             (``inference.edge_refine``; 0 = the networks' outline as it is); None = the
-            recipe's (released: 0, paper: ``DEFAULT_EDGE_WEIGHT``).
+            recipe's (released: 0, paper: ``DEFAULT_EDGE_WEIGHT``, but 0 when the outline
+            refiner runs: it reads the same evidence itself).
+        refine: run the model's outline refiner (``inference.refiner``) on each side's
+            probabilities; None = when the model has one, except for the released recipe.
         lcc: keep the largest connected component per side; None = the recipe's
             (released: off, paper: on).
         tta: also run on the left-right mirror image and average (channels swapped back).
@@ -54,6 +58,7 @@ class PredictSettings:
     fusion: str | None = None
     threshold: float = 0.5
     edge_weight: float | None = None
+    refine: bool | None = None
     lcc: bool | None = None
     tta: bool = False
     sliding_window: str = "auto"

@@ -145,7 +145,7 @@ def _sidecar_case(path: Path) -> str:
 
 
 def _settings_summary(data: dict[str, Any]) -> dict[str, Any]:
-    per_case = ("roi_", "grid_spacing_mm", "edge_refinement")  # what each case found, not a setting
+    per_case = ("roi_", "grid_spacing_mm", "edge_refinement", "refiner_change")  # found per case
     effective = {
         k: v for k, v in (data.get("effective") or {}).items() if not k.startswith(per_case)
     }

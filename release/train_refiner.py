@@ -1,0 +1,176 @@
+"""Train the outline refiner (``lofihippseg.inference.refiner``) on cubes from
+``release/refiner_data.py``; resumable, a checkpoint every ``--every`` iterations.
+
+    python release/train_refiner.py --data runs/refiner_data --out runs/refiner --iterations 4000
+    python release/train_refiner.py --export runs/refiner/refiner_4000.pt \
+        --bundle src/lofihippseg/data/model/lofihippseg_default.pt --export-to model.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lofihippseg.inference import refiner as rf
+
+
+def held_out(path: Path) -> bool:
+    """Every 20th scan is kept for the run's own validation."""
+    digits = "".join(ch for ch in path.stem if ch.isdigit())
+    return int(digits or 0) % 20 == 0
+
+
+def load_side(path: Path, rng: random.Random) -> tuple[torch.Tensor, ...] | None:
+    """(image, prior, truth) of one side of a stored scan (None: unreadable or no side)."""
+    try:
+        d = np.load(path)
+        sides = [c for c in (0, 1) if f"prior{c}" in d]
+        if not sides:
+            return None
+        c = rng.choice(sides)
+        return tuple(
+            torch.from_numpy(d[f"{name}{c}"].astype(np.float32))
+            for name in ("image", "prior", "truth")
+        )
+    except (OSError, ValueError, KeyError):  # being written
+        return None
+
+
+def augment(image: torch.Tensor, prior: torch.Tensor, truth: torch.Tensor, rng: random.Random):
+    """Mirror (the refiner is side-agnostic), intensity gamma, a perturbed prior; returns the
+    network's input (3, ...) and target (1, ...)."""
+    if rng.random() < 0.5:
+        image, prior, truth = image.flip(0), prior.flip(0), truth.flip(0)
+    if rng.random() < 0.5:
+        image = image.clamp(min=0) ** math.exp(rng.uniform(-0.4, 0.4))
+    if rng.random() < 0.5:  # a sharper or softer, slightly shifted prior
+        logit = rf.prior_logits(prior) * rng.uniform(0.6, 1.4)
+        shift = [rng.randint(-1, 1) for _ in range(3)]
+        prior = torch.sigmoid(torch.roll(logit, shifts=shift, dims=(0, 1, 2)))
+    return rf.refiner_input(image, prior)[0], truth[None]
+
+
+def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    p = torch.sigmoid(logits)
+    inter = (p * y).sum(dim=(1, 2, 3, 4))
+    dice = 1 - (2 * inter + 1) / (p.sum(dim=(1, 2, 3, 4)) + y.sum(dim=(1, 2, 3, 4)) + 1)
+    return F.binary_cross_entropy_with_logits(logits, y) + dice.mean()
+
+
+def dice(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(2 * (a & b).sum() / max(int(a.sum() + b.sum()), 1))
+
+
+@torch.no_grad()
+def validate(net: rf.Refiner, files: list[Path]) -> tuple[float, float]:
+    net.eval()
+    before, after = [], []
+    for f in files:
+        d = np.load(f)
+        for c in (0, 1):
+            if f"prior{c}" not in d:
+                continue
+            image, prior, truth = (
+                torch.from_numpy(d[f"{name}{c}"].astype(np.float32))
+                for name in ("image", "prior", "truth")
+            )
+            truth = truth > 0
+            out = net(rf.refiner_input(image, prior))[0, 0] > 0
+            before.append(dice(prior > 0.5, truth))
+            after.append(dice(out, truth))
+    net.train()
+    return float(np.mean(before)), float(np.mean(after))
+
+
+def add_to_bundle(weights: Path, bundle: Path, out: Path, filters: int) -> None:
+    """Write ``bundle`` with the refiner ``weights`` (half precision) to ``out`` (atomically)."""
+    from lofihippseg.io.atomic import atomic_path
+    from lofihippseg.models.registry import safe_torch_load
+
+    net = rf.Refiner(filters)
+    net.load_state_dict(safe_torch_load(weights))
+    data = safe_torch_load(bundle)
+    data["refiner"] = rf.refiner_entry(net)
+    with atomic_path(out) as tmp:
+        torch.save(data, tmp)
+    print(f"{out}: {bundle} with the refiner {weights} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--export", type=Path, help="refiner weights to add to --bundle")
+    ap.add_argument("--bundle", type=Path, help="model bundle to add the refiner to")
+    ap.add_argument("--export-to", type=Path, help="where to write the bundle with the refiner")
+    ap.add_argument("--iterations", type=int, default=4000)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--filters", type=int, default=8)
+    ap.add_argument("--every", type=int, default=250)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    if args.export is not None:
+        add_to_bundle(args.export, args.bundle, args.export_to, args.filters)
+        return
+    if args.data is None or args.out is None:
+        ap.error("--data and --out are needed to train")
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    net = rf.Refiner(args.filters)
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    start = 0
+    ckpt = args.out / "last.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start = int(state["iteration"])
+    (args.out / "settings.json").write_text(json.dumps(vars(args), default=str, indent=1))
+    rng = random.Random(start)
+    files: list[Path] = []
+    val_files: list[Path] = []
+    t0 = time.time()
+    for it in range(start, args.iterations):
+        if it % 100 == 0 or not files:
+            every = sorted(p for p in args.data.glob("*.npz") if ".part" not in p.name)
+            files = [f for f in every if not held_out(f)]
+            val_files = [f for f in every if held_out(f)]
+        lr = args.lr * 0.5 * (1 + math.cos(math.pi * it / args.iterations))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        xs, ys = [], []
+        while len(xs) < args.batch:
+            got = load_side(rng.choice(files), rng)
+            if got is not None:
+                x, y = augment(*got, rng)
+                xs.append(x)
+                ys.append(y)
+        loss = loss_fn(net(torch.stack(xs)), torch.stack(ys))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if it % 25 == 0:
+            print(f"it {it} loss {loss.item():.4f} lr {lr:.2e} {time.time() - t0:.0f}s "
+                  f"files {len(files)}", flush=True)  # fmt: skip
+        if (it + 1) % args.every == 0 or it + 1 == args.iterations:
+            b, a = validate(net, val_files[:60])
+            print(f"val it {it + 1}: prior {b:.4f} refined {a:.4f} ({len(val_files)} files)",
+                  flush=True)  # fmt: skip
+            state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "iteration": it + 1}
+            torch.save(state, args.out / "last.tmp")
+            (args.out / "last.tmp").replace(ckpt)
+            torch.save(net.state_dict(), args.out / f"refiner_{it + 1}.pt")
+
+
+if __name__ == "__main__":
+    main()
