@@ -209,22 +209,20 @@ def main() -> None:
         base = results["whole"]["seconds"]
         for name, r in results.items():
             print(f"{name:<22} time ratio vs whole-volume: {r['seconds'] / base:5.2f}")
-    if {"roi_grid_1.5mm", "roi_grid_1.5mm_no_edge"} <= results.keys():
-        with_edge, without = results["roi_grid_1.5mm"], results["roi_grid_1.5mm_no_edge"]
-        print(
-            "edge refinement: time ratio with / without "
-            f"{with_edge['seconds'] / without['seconds']:.2f}, post-processing "
-            f"{with_edge['timings']['postprocess_s']:.2f} s vs "
-            f"{without['timings']['postprocess_s']:.2f} s"
-        )
-    if {"roi_grid_1.5mm", "roi_grid_1.5mm_refiner"} <= results.keys():
-        with_ref, without = results["roi_grid_1.5mm_refiner"], results["roi_grid_1.5mm"]
-        print(
-            "outline refiner: time ratio with / without "
-            f"{with_ref['seconds'] / without['seconds']:.2f}, post-processing "
-            f"{with_ref['timings']['postprocess_s']:.2f} s vs "
-            f"{without['timings']['postprocess_s']:.2f} s"
-        )
+    # what a post-processing step costs: (label, the setting with it, the setting without it)
+    steps = (
+        ("edge refinement", "roi_grid_1.5mm", "roi_grid_1.5mm_no_edge"),
+        ("outline refiner", "roi_grid_1.5mm_refiner", "roi_grid_1.5mm"),
+    )
+    for label, on, off in steps:
+        if {on, off} <= results.keys():
+            with_it, without = results[on], results[off]
+            print(
+                f"{label}: time ratio with / without "
+                f"{with_it['seconds'] / without['seconds']:.2f}, post-processing "
+                f"{with_it['timings']['postprocess_s']:.2f} s vs "
+                f"{without['timings']['postprocess_s']:.2f} s"
+            )
     print(
         f"shape {tuple(args.shape)}, device {args.device}, threads {args.threads}, "
         f"n_filters {args.n_filters}, both views"
