@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -74,6 +75,13 @@ def test_example_cli_and_errors(tmp_path, tiny_bundle, capsys):
     assert "Dice against the exact labels" in out and "QC picture:" in out
     with pytest.raises(LoFiError, match="unknown example"):
         run_example(tmp_path / "x", which="nope", model=tiny_bundle)
+    # predict's outline options reach the sidecar (the tiny bundle has no refiner)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["example", "-o", str(tmp_path / "e"), "--model", str(tiny_bundle), "--device",
+              "cpu", "--edge-weight", "0.5", "--no-refiner"])  # fmt: skip
+    assert exit_info.value.code == 0
+    sidecar = json.loads(next((tmp_path / "e").glob("*_hipp.json")).read_text())
+    assert sidecar["effective"]["edge_weight"] == 0.5 and sidecar["effective"]["refiner"] is False
 
 
 def test_example_without_shipped_model_says_what_to_do(tmp_path, monkeypatch):

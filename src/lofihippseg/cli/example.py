@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from lofihippseg.cli.options import device_option
+from lofihippseg.cli.options import device_option, edge_weight_option, refiner_option
 
 
 @click.command("example")
@@ -32,7 +32,16 @@ from lofihippseg.cli.options import device_option
     "--model", default=None, help="Model run folder or bundle (default: the shipped one)."
 )
 @device_option("Where to compute.")
-def command(out_dir: Path, which: str, model: str | None, device: str) -> None:
+@refiner_option()
+@edge_weight_option()
+def command(
+    out_dir: Path,
+    which: str,
+    model: str | None,
+    device: str,
+    refiner: bool | None,
+    edge_weight: float | None,
+) -> None:
     """Segment a shipped example scan: label map, volumes and a QC picture, no data needed.
 
     The synthetic example ships with its exact labels, so its Dice is printed too.
@@ -40,7 +49,8 @@ def command(out_dir: Path, which: str, model: str | None, device: str) -> None:
     from lofihippseg.inference.settings import PredictSettings
     from lofihippseg.workflows.example import run_example
 
-    result = run_example(out_dir, which, model, PredictSettings(device=device))
+    settings = PredictSettings(device=device, refine=refiner, edge_weight=edge_weight)
+    result = run_example(out_dir, which, model, settings)
     click.echo(f"scan: {result.scan}")
     click.echo(result.report.table())
     if result.dice is not None:
