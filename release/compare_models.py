@@ -167,7 +167,7 @@ def main() -> None:
                     vol.data, vol.data > np.percentile(vol.data, 50), vol.spacing, 0.0
                 ),
             }
-            if len(preds) == 2:  # the two models' fused probabilities averaged
+            if len(preds) == 2:  # the two models' (refined) fused probabilities averaged
                 maps = [pr.full(pr.fused) for pr in preds]
                 labels, fused = fuse_to_labels(*maps)
                 weight = predictors[0].edge_weight  # refined as predict would

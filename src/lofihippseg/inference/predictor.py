@@ -362,8 +362,9 @@ class Predictor:
         edge refinement, the largest component per side."""
         t = time.perf_counter()
         threshold, info = self.settings.threshold, pred.info
-        labels_crop = pred.labels[pred.box]
-        if self.use_refiner:
+        if not self.use_refiner:
+            labels_crop = pred.labels[pred.box]
+        else:
             fused, box, info["refiner_change"] = refine_window(
                 self.model.refiner, volume.data, pred.fused, pred.box, volume.spacing,
                 threshold, self.device,

@@ -32,6 +32,7 @@ LOGIT_CLIP = 8.0  # prior log-odds are clipped to +-8 before the correction is a
 MIN_VOXELS = 20  # sides with fewer voxels above threshold are left as they are
 CLIP_PERCENTILES = (0.5, 99.5)
 CONTEXT = 12  # the network runs on the part of the cube within this many voxels of the prior
+EVIDENCE_THRESHOLD = 0.5  # the prior's outline the evidence channel describes (as in training)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,11 @@ class Cube:
             vol.append(slice(lo, max(hi, lo)))
             cube.append(slice(lo - s, lo - s + max(hi - lo, 0)))
         return tuple(vol), tuple(cube)
+
+    def shifted(self, offset: tuple[int, ...]) -> Cube:
+        """The same cube in an array whose origin lies at ``offset`` of this one's."""
+        start = tuple(s - o for s, o in zip(self.start, offset, strict=True))
+        return Cube(start=start, size=self.size)  # type: ignore[arg-type]
 
 
 def cube_around(mask: np.ndarray, spacing: tuple[float, float, float]) -> Cube | None:
@@ -110,7 +116,7 @@ def refiner_input(image: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
     the scan's intensity evidence for the prior's outline (``edge_refine.side_evidence``,
     scaled to +-1: what the histograms of its core and its surroundings say of each voxel)."""
     evidence = torch.zeros_like(image)
-    mask = (prior > 0.5).numpy()
+    mask = (prior > EVIDENCE_THRESHOLD).numpy()
     if mask.sum() >= MIN_VOXELS:
         values = image.numpy()
         found = side_evidence(values, mask, values)
@@ -167,6 +173,7 @@ def refine_probabilities(
     spacing: tuple[float, float, float],
     threshold: float = 0.5,
     device: torch.device | None = None,
+    cubes: list[Cube | None] | None = None,
 ) -> tuple[np.ndarray, dict[str, int]]:
     """Each side's fused probability refined inside its cube (scan grid in, scan grid out).
 
@@ -177,15 +184,15 @@ def refine_probabilities(
         spacing: the scan's voxel size (mm).
         threshold: where a side is considered found (the cube's centre).
         device: where to run the network.
+        cubes: each side's cube when already known (:func:`side_cubes`), else found here.
 
     Returns:
         (refined (2, ...) probabilities, per side the voxels above threshold after - before).
     """
     out = fused.astype(np.float32, copy=True)
     change = {}
-    for c, side in enumerate(("left", "right")):
-        mask = fused[c] > threshold
-        cube = cube_around(mask, spacing)
+    cubes = side_cubes(fused, spacing, threshold) if cubes is None else cubes
+    for c, (side, cube) in enumerate(zip(("left", "right"), cubes, strict=True)):
         if cube is None:
             continue
         img = to_mm_grid(cut(image, cube))
@@ -199,8 +206,15 @@ def refine_probabilities(
         back = from_mm_grid(p, cube.size)
         vol, part = cube.clipped(out.shape[1:])
         out[c][vol] = back[part]
-        change[side] = int((out[c] > threshold).sum()) - int(mask.sum())
+        change[side] = int((out[c] > threshold).sum()) - int((fused[c] > threshold).sum())
     return out, change
+
+
+def side_cubes(
+    fused: np.ndarray, spacing: tuple[float, float, float], threshold: float
+) -> list[Cube | None]:
+    """The refiner's cube of each side of (2, ...) probabilities (None: side not found)."""
+    return [cube_around(fused[c] > threshold, spacing) for c in (0, 1)]
 
 
 def refiner_entry(refiner: Refiner) -> dict:
@@ -234,19 +248,20 @@ def refine_window(
     Returns:
         (refined probabilities, the box they lie in (``box`` or larger), per-side change).
     """
+    origin = tuple(-b.start for b in box)  # cubes in the scan's voxels
+    cubes = [c and c.shifted(origin) for c in side_cubes(fused, spacing, threshold)]
     lo = [b.start for b in box]
     hi = [b.stop for b in box]
-    for c in (0, 1):
-        cube = cube_around(fused[c] > threshold, spacing)
-        if cube is None:
-            continue
+    for cube in filter(None, cubes):
         for a in range(3):
-            start = box[a].start + cube.start[a]
-            lo[a] = min(lo[a], max(start, 0))
-            hi[a] = max(hi[a], min(start + cube.size[a], data.shape[a]))
+            lo[a] = min(lo[a], max(cube.start[a], 0))
+            hi[a] = max(hi[a], min(cube.start[a] + cube.size[a], data.shape[a]))
     grown = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     window = np.zeros((2, *(b - a for a, b in zip(lo, hi, strict=True))), dtype=np.float32)
     inner = tuple(slice(b.start - a, b.stop - a) for b, a in zip(box, lo, strict=True))
     window[(slice(None), *inner)] = fused
-    refined, change = refine_probabilities(refiner, data[grown], window, spacing, threshold, device)
+    cubes = [c and c.shifted(tuple(lo)) for c in cubes]  # in the grown window's voxels
+    refined, change = refine_probabilities(
+        refiner, data[grown], window, spacing, threshold, device, cubes
+    )
     return refined, grown, change
