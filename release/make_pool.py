@@ -13,7 +13,10 @@ predictor's half-resolution pass). Two contrast profiles:
 - ``t1``: T1-like priors (CSF dark, white matter brighter than grey), for domain randomisation
   so the model also copes with the packaged high-field T1 example head.
 
-Training cases use label maps 01-13 only; validation cases use the held-back maps 14-16.
+All cases use label maps 01-13 only: the held-back maps 14-16 are the model card's alone, so
+choosing a checkpoint on validation never looks at them. Validation cases are other draws of
+the training maps (unseen deformations and contrasts with the generator's priors), so they
+measure contrast and shape variation, not unseen anatomy (the card does that).
 
 Example:
     python release/make_pool.py --maps /work/shared/data/synthseg_label_maps --out pool --n 80
@@ -110,9 +113,9 @@ def write_pool(
     random_share: float = 0.0,
 ) -> None:
     """Write ``n_train`` + ``n_val`` cases with ``train.list``/``val.list`` and ``sources.csv``."""
-    train_maps, held = split_maps(maps_dir)
-    if not train_maps or not held:
-        raise SystemExit(f"{maps_dir}: need training_seg_01..16 (held back: {HELD_BACK})")
+    train_maps, _ = split_maps(maps_dir)
+    if not train_maps:
+        raise SystemExit(f"{maps_dir}: no training label maps (training_seg_01..13)")
     # Training cases get domain randomisation; validation cases keep the generator's priors.
     configs = {
         "train": {"t2": randomised(t2_config()), "t1": randomised(t1_config()),
@@ -120,8 +123,8 @@ def write_pool(
         "val": {"t2": t2_config(), "t1": t1_config(), "random": random_config()},
     }  # fmt: skip
     gens = {
-        (part, kind): SyntheticGenerator(maps, configs[part][kind])
-        for part, maps in (("train", train_maps), ("val", held))
+        (part, kind): SyntheticGenerator(train_maps, configs[part][kind])
+        for part in ("train", "val")
         for kind in CONTRASTS
     }
     rng = np.random.default_rng(seed)
@@ -179,7 +182,7 @@ def main() -> None:
     )
     p.add_argument("--out", type=Path, required=True, help="pool folder (LISA layout)")
     p.add_argument("--n", type=int, default=80, help="training cases (maps 01-13)")
-    p.add_argument("--n-val", type=int, default=2, help="validation cases (maps 14-16)")
+    p.add_argument("--n-val", type=int, default=2, help="validation cases (maps 01-13)")
     p.add_argument("--seed", type=int, default=2024, help="master seed")
     p.add_argument("--t1-share", type=float, default=0.4, help="share of T1-like training cases")
     p.add_argument(

@@ -90,6 +90,32 @@ def validate(net: rf.Refiner, files: list[Path]) -> tuple[float, float]:
     return float(np.mean(before)), float(np.mean(after))
 
 
+def widen(net: rf.Refiner, narrow_state: dict) -> None:
+    """Load a narrower refiner's weights into ``net`` so that it computes the same function:
+    the narrow channels take the old weights, the new channels keep their random start but
+    feed the old ones through zero weights (so they start silent and learn from there)."""
+    narrow = rf.Refiner(int(narrow_state["net.decoder1.out_conv.weight"].shape[1]))
+    narrow.load_state_dict(narrow_state)
+    small = dict(narrow.named_modules())
+    with torch.no_grad():
+        for name, big in net.named_modules():
+            old = small[name]
+            if isinstance(big, torch.nn.ConvTranspose3d):  # weight (in, out, ...)
+                i, o = old.weight.shape[:2]
+                big.weight[i:, :o] = 0
+                big.weight[:i, :o] = old.weight
+                big.bias[:o] = old.bias
+            elif isinstance(big, torch.nn.Conv3d):  # weight (out, in, ...)
+                o, i = old.weight.shape[:2]
+                big.weight[:o, i:] = 0
+                big.weight[:o, :i] = old.weight
+                big.bias[:o] = old.bias
+            elif isinstance(big, torch.nn.BatchNorm3d):
+                o = old.num_features
+                for attr in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(big, attr)[:o] = getattr(old, attr)
+
+
 def add_to_bundle(weights: Path, bundle: Path, out: Path, filters: int) -> None:
     """Write ``bundle`` with the refiner ``weights`` (half precision) to ``out`` (atomically)."""
     from lofihippseg.io.atomic import atomic_path
@@ -117,6 +143,7 @@ def main() -> None:
     ap.add_argument("--filters", type=int, default=8)
     ap.add_argument("--every", type=int, default=250)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--widen-from", type=Path, help="start from a narrower refiner's weights")
     args = ap.parse_args()
     if args.export is not None:
         add_to_bundle(args.export, args.bundle, args.export_to, args.filters)
@@ -135,6 +162,8 @@ def main() -> None:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start = int(state["iteration"])
+    elif args.widen_from is not None:
+        widen(net, torch.load(args.widen_from, weights_only=True))
     (args.out / "settings.json").write_text(json.dumps(vars(args), default=str, indent=1))
     rng = random.Random(start)
     files: list[Path] = []

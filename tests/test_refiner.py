@@ -204,3 +204,25 @@ def test_train_refiner_trains_and_resumes(tmp_path):
         sys.argv = argv
     assert torch.load(out / "last.pt", weights_only=True)["iteration"] == 3
     assert (out / "refiner_1.pt").is_file() and (out / "refiner_3.pt").is_file()
+
+
+def test_a_widened_refiner_starts_as_the_narrow_one():
+    """``train_refiner --widen-from``: the wider network computes what the narrow one did (its
+    new channels feed the old through zeros), in training and evaluation mode, and it learns."""
+    widen = release_module("train_refiner").widen
+    torch.manual_seed(0)
+    narrow = rf.Refiner(2)
+    for p in narrow.parameters():  # a trained-looking narrow net (its last layer not zero)
+        p.data.normal_(0, 0.3)
+    wide = rf.Refiner(4)
+    widen(wide, narrow.state_dict())
+    x = torch.rand(2, 3, 16, 16, 16)
+    for mode in (True, False):
+        narrow.train(mode)
+        wide.train(mode)
+        with torch.no_grad():
+            torch.testing.assert_close(wide(x), narrow(x))
+    wide.train()
+    wide(x).sum().backward()
+    grad = wide.net.decoder1.out_conv.weight.grad[0, 2:]  # the new channels' way to the output
+    assert grad.abs().sum() > 0

@@ -112,19 +112,31 @@ def test_cli_takes_a_synthetic_voxel_range(tmp_path, capsys):
     assert code == 2 and "synthetic_voxel_mm (3.0, 1.0)" in err and "Traceback" not in err
 
 
-def test_pool_lists_only_training_maps(tmp_path):
-    """make_pool writes the label maps training may synthesise from: never the held-back 14-16."""
+def test_pool_lists_only_training_maps(tmp_path, monkeypatch):
+    """make_pool writes the label maps training may synthesise from, and draws its training and
+    validation cases, from maps 01-13 only: the held-back 14-16 are the model card's."""
     make_pool = release_module("make_pool")
+    used = []
+    real = make_pool.SyntheticGenerator
+
+    def recording(maps, config):
+        used.extend(p.name for p in maps)
+        return real(maps, config)
+
+    monkeypatch.setattr(make_pool, "SyntheticGenerator", recording)
     maps = tmp_path / "maps"
     maps.mkdir()
     source = packaged_label_maps()[0].read_bytes()
     for i in (1, 2, 14, 15, 16):
         (maps / f"training_seg_{i:02d}.nii.gz").write_bytes(source)
     out = tmp_path / "pool"
-    make_pool.write_pool(maps, out, n_train=1, n_val=0, seed=1, t1_share=0.0,
+    make_pool.write_pool(maps, out, n_train=1, n_val=1, seed=1, t1_share=0.0,
                          voxel_range=(2.0, 2.0))  # fmt: skip
+    training = ["training_seg_01.nii.gz", "training_seg_02.nii.gz"]
     listed = synthetic_label_maps(str(out / make_pool.MAPS_LIST))
-    assert sorted(p.name for p in listed) == ["training_seg_01.nii.gz", "training_seg_02.nii.gz"]
+    assert sorted(p.name for p in listed) == training
+    assert used and set(used) == set(training)
+    assert len((out / "val.list").read_text().split()) == 1
 
 
 def test_curriculum_moves_from_synthetic_samples_to_the_cases(tmp_path):
