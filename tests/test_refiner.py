@@ -17,7 +17,7 @@ from lofihippseg.inference.model_loading import load_model
 from lofihippseg.inference.predictor import Predictor
 from lofihippseg.inference.settings import PredictSettings
 from lofihippseg.io.nifti import load_image
-from lofihippseg.models.registry import ModelSpec, build_vnet, bundle_dict
+from lofihippseg.models.registry import ModelSpec, build_vnet, bundle_dict, half_precision
 
 
 class BrightRefiner(rf.Refiner):
@@ -106,12 +106,30 @@ def test_a_bundle_carries_its_refiner_and_bad_entries_are_clear(tmp_path):
     model = load_model(str(path))
     assert model.refiner is not None
     state = model.refiner.state_dict()
-    for key, value in net.state_dict().items():  # half precision in the file
-        expected = value.half().float() if value.is_floating_point() else value
-        torch.testing.assert_close(state[key], expected)
+    data = torch.load(path, weights_only=True)
+    stored = data["refiner"]["state"]
+    eight_bit = [k for k, v in stored.items() if isinstance(v, dict)]
+    assert eight_bit and all(stored[k]["int8"].dtype == torch.int8 for k in eight_bit)
+    for key, value in net.state_dict().items():  # 8 bits per slice for large weights, else half
+        if key in eight_bit:
+            step = value.reshape(value.shape[0], -1).abs().amax(1) / 127
+            error = (state[key] - value).reshape(value.shape[0], -1).abs().amax(1)
+            assert (error <= step / 2 + 1e-6).all(), key
+        else:
+            expected = value.half().float() if value.is_floating_point() else value
+            torch.testing.assert_close(state[key], expected)
     assert load_model(str(small_bundle(tmp_path, None))).refiner is None
 
-    data = torch.load(path, weights_only=True)
+    data["refiner"]["state"] = half_precision(net.state_dict())  # bundles before 8 bits
+    torch.save(data, tmp_path / "half.pt")
+    for key, value in load_model(str(tmp_path / "half.pt")).refiner.state_dict().items():
+        expected = value if not value.is_floating_point() else net.state_dict()[key].half().float()
+        torch.testing.assert_close(value, expected)
+
+    data["refiner"]["state"] = dict(stored, **{eight_bit[0]: {"int8": torch.zeros(3)}})
+    torch.save(data, tmp_path / "bad.pt")
+    with pytest.raises(LoFiError, match="bad 8-bit weights"):
+        load_model(str(tmp_path / "bad.pt"))
     data["refiner"] = {"n_filters": 0, "state": {}}
     torch.save(data, tmp_path / "bad.pt")
     with pytest.raises(LoFiError, match="bad refiner entry"):

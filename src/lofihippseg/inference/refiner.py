@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from lofihippseg.errors import LoFiError
 from lofihippseg.inference.edge_refine import CLIP as EVIDENCE_CLIP
 from lofihippseg.inference.edge_refine import side_evidence
-from lofihippseg.models.registry import half_precision, load_weights
+from lofihippseg.models.registry import expand_precision, int8_precision, load_weights
 from lofihippseg.models.vnet import VNet
 
 CUBE_MM = 64  # the refiner's field: a 64 mm cube at 1 mm (divisible by the VNet's 16)
@@ -218,9 +218,9 @@ def side_cubes(
 
 
 def refiner_entry(refiner: Refiner) -> dict:
-    """The bundle entry of a trained refiner (weights in half precision)."""
+    """The bundle entry of a trained refiner (large weights in 8 bits, the rest in float16)."""
     n_filters = int(refiner.net.decoder1.out_conv.in_channels)
-    return {"n_filters": n_filters, "state": half_precision(refiner.state_dict())}
+    return {"n_filters": n_filters, "state": int8_precision(refiner.state_dict())}
 
 
 def refiner_from_entry(entry: dict, where: str, device: str | torch.device) -> Refiner:
@@ -229,7 +229,8 @@ def refiner_from_entry(entry: dict, where: str, device: str | torch.device) -> R
     if not isinstance(n_filters, int) or isinstance(n_filters, bool) or not 1 <= n_filters <= 64:
         raise LoFiError(f"{where}: bad refiner entry (needs n_filters 1-64 and state)")
     refiner = Refiner(n_filters)
-    load_weights(refiner, entry.get("state"), f"{where} (refiner)")
+    source = f"{where} (refiner)"
+    load_weights(refiner, expand_precision(entry.get("state"), source), source)
     return refiner.float().eval().to(device)
 
 

@@ -195,6 +195,56 @@ def half_precision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
+INT8_MIN_NUMEL = 4096  # smaller tensors (biases, batch norm, thin convs) stay float16
+
+
+def int8_precision(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """A state dict for shipped files with its large weights in 8 bits: each becomes
+    ``{"int8": q, "scale": s}`` with one float scale per slice along the first axis
+    (``w ~ q * s``, symmetric, |q| <= 127); other floating-point tensors go to float16.
+
+    Example:
+        >>> packed = int8_precision({"w": torch.linspace(-1, 1, 8192).reshape(2, -1)})
+        >>> (packed["w"]["int8"].dtype, tuple(packed["w"]["scale"].shape))
+        (torch.int8, (2,))
+    """
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        if value.is_floating_point() and value.dim() >= 2 and value.numel() >= INT8_MIN_NUMEL:
+            flat = value.float().reshape(value.shape[0], -1)
+            scale = flat.abs().amax(dim=1).clamp(min=1e-12) / 127
+            q = torch.round(flat / scale[:, None]).clamp(-127, 127).to(torch.int8)
+            out[key] = {"int8": q.reshape(value.shape), "scale": scale}
+        else:
+            out[key] = value.half() if value.is_floating_point() else value
+    return out
+
+
+def expand_precision(state: Any, source: str | Path) -> Any:
+    """Undo :func:`int8_precision` (a plain state dict passes through unchanged).
+
+    Raises:
+        LoFiError: an 8-bit entry without an int8 tensor and one scale per slice.
+    """
+    if not isinstance(state, dict):
+        return state
+    out = {}
+    for key, value in state.items():
+        if isinstance(value, dict):
+            q, scale = value.get("int8"), value.get("scale")
+            if not (
+                isinstance(q, torch.Tensor)
+                and q.dtype == torch.int8
+                and q.dim() >= 1
+                and isinstance(scale, torch.Tensor)
+                and tuple(scale.shape) == (q.shape[0],)
+            ):
+                raise LoFiError(f"{source}: bad 8-bit weights for {key}")
+            value = q.float() * scale.float().reshape(-1, *[1] * (q.dim() - 1))
+        out[key] = value
+    return out
+
+
 def bundle_dict(
     spec: ModelSpec,
     vnet1: dict,
