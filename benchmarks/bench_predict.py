@@ -10,8 +10,8 @@ Compares, with the same two width-16 VNets (random weights: the cost does not de
 - ``roi_grid_1.5mm``: the same on a 1.5 mm working grid (the packaged model's ``grid_mm``; the
   case has 1 mm voxels), probabilities mapped back onto the case's grid;
 - ``roi_grid_1.5mm_no_edge``: the same without the edge refinement (``--edge-weight 0``);
-- ``roi_grid_1.5mm_refiner``: ``roi_grid_1.5mm`` with an 8-filter outline refiner (as the
-  packaged model has; untrained, so it returns the probabilities it is given at its full cost);
+- ``roi_grid_1.5mm_refiner``: ``roi_grid_1.5mm`` with an outline refiner as wide as the
+  packaged model's (untrained, so it returns the probabilities it is given at its full cost);
 - ``monai_sw``: MONAI's plain Gaussian ``sliding_window_inference`` (128^3, overlap 0.25).
 
 Random networks do not find hippocampi, so each VNet is wrapped: it runs in full (all the
@@ -136,9 +136,11 @@ def run_one(name: str, device: str, threads: int, shape=SHAPE, n_filters: int = 
         net = SideSplit(Located(build_localiser(LocaliserSpec()))).eval()
         model.localiser = Localiser(LocaliserSpec(), net)
     if name == "roi_grid_1.5mm_refiner":
+        from lofihippseg.inference.model_loading import DEFAULT_MODEL
         from lofihippseg.inference.refiner import Refiner
 
-        model.refiner = Refiner(8).eval()
+        packaged = torch.load(DEFAULT_MODEL, weights_only=True)["refiner"]["n_filters"]
+        model.refiner = Refiner(packaged).eval()
     with tempfile.TemporaryDirectory() as tmp:
         case = synthetic_case(Path(tmp) / "case.nii.gz", tuple(shape))
         settings = PredictSettings(device=device, qc=True, **SETTINGS[name])

@@ -95,7 +95,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor(load_model(args.model), PredictSettings(edge_weight=0.0))
+    # the pairs' own outlines (never a refiner's): what the refiner learns to correct
+    settings = PredictSettings(edge_weight=0.0, refine=False)
+    predictor = Predictor(load_model(args.model), settings)
     tmp = Path(tempfile.mkdtemp())
     if args.msd is not None:
         for cid in Path("runs/msd/train.list").read_text().split():

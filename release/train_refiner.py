@@ -2,6 +2,8 @@
 ``release/refiner_data.py``; resumable, a checkpoint every ``--every`` iterations.
 
     python release/train_refiner.py --data runs/refiner_data --out runs/refiner --iterations 4000
+    python release/train_refiner.py --data runs/refiner_data --out runs/wide --filters 16 \
+        --widen-from runs/refiner/refiner_4000.pt --lr 3e-4 --iterations 2000 --threads 2
     python release/train_refiner.py --export runs/refiner/refiner_4000.pt \
         --bundle src/lofihippseg/data/model/lofihippseg_default.pt --export-to model.pt
 """
@@ -93,7 +95,9 @@ def validate(net: rf.Refiner, files: list[Path]) -> tuple[float, float]:
 def widen(net: rf.Refiner, narrow_state: dict) -> None:
     """Load a narrower refiner's weights into ``net`` so that it computes the same function:
     the narrow channels take the old weights, the new channels keep their random start but
-    feed the old ones through zero weights (so they start silent and learn from there)."""
+    feed the old ones through zero weights (so they start silent and learn from there).
+    Unlike ``release/widen.py``'s Net2Net copies of the pairs, no noise is needed to tell the
+    new channels from the old; v11's refiner was made this way (8 -> 16 filters)."""
     narrow = rf.Refiner(int(narrow_state["net.decoder1.out_conv.weight"].shape[1]))
     narrow.load_state_dict(narrow_state)
     small = dict(narrow.named_modules())
