@@ -193,11 +193,14 @@ EVAL_SETS = ("defaults", "random", "resampled")
 
 
 def synthetic_cases(
-    maps: Path, n: int, seed: int, folder: Path, which: str = "resampled"
+    maps: Path, n: int, seed: int, folder: Path, which: str = "resampled", anatomy: str = "held"
 ) -> list[tuple[Path, Path, str]]:
-    """Write ``n`` held-back-map scans (fixed seeds) and return (image, label, description)."""
-    _, held = split_maps(maps)
-    gen = SyntheticGenerator(held, eval_config(which))
+    """Write ``n`` scans (fixed seeds ``seed * 1000 + i``) of the held-back maps 14-16 (the
+    card), or of the training maps 01-13 with ``anatomy="train"`` (validation twins: what levers
+    are chosen on, so that choosing never looks at the card's anatomy), and return (image,
+    label, description)."""
+    train, held = split_maps(maps)
+    gen = SyntheticGenerator(held if anatomy == "held" else train, eval_config(which))
     cases = []
     for i in range(n):
         if which == "resampled":
@@ -274,6 +277,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=7, help="seed of the synthetic validation scans")
     p.add_argument("--threads", type=int, default=1, help="CPU threads")
     p.add_argument("--sets", nargs="+", default=list(EVAL_SETS), choices=EVAL_SETS)
+    p.add_argument(
+        "--anatomy",
+        choices=("held", "train"),
+        default="held",
+        help="held: the card's maps 14-16; train: validation twins of maps 01-13 (choose on these, "
+        "e.g. --anatomy train --seed 91 --n 18)",
+    )
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--edge-weight", type=float, default=None, help="predict's --edge-weight")
     p.add_argument(
@@ -305,7 +315,9 @@ def main() -> None:
         for which in a.sets:
             with tempfile.TemporaryDirectory() as tmp:
                 rows = []
-                for image, label, desc in synthetic_cases(a.maps, a.n, a.seed, Path(tmp), which):
+                for image, label, desc in synthetic_cases(
+                    a.maps, a.n, a.seed, Path(tmp), which, a.anatomy
+                ):
                     row = run_case(predictor, image, label)
                     rows.append(row)
                     print(f"[{which}] {image.name} [{desc}]: {_fmt(row)}; {_roi(row)}")

@@ -23,3 +23,21 @@ def test_mirrored_copy_swaps_left_and_right_in_world_space(tmp_path):
     centre_x = affine[0, 3] + affine[0, 2] * (data.shape[2] - 1) / 2
     assert np.isclose(after[0] - centre_x, -(before[0] - centre_x))  # x mirrored about the centre
     assert np.allclose(after[1:], before[1:])  # y and z unchanged
+
+
+def test_synthetic_cases_draw_the_card_or_the_validation_anatomy(tmp_path, monkeypatch):
+    """The card's scans come from the held-back maps 14-16, validation twins
+    (``--anatomy train``) from the training maps 01-13 only."""
+    model_card = release_module("model_card")
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for i in (1, 2, 14, 15, 16):
+        (maps / f"training_seg_{i:02d}.nii.gz").write_bytes(b"")
+    used = []
+    monkeypatch.setattr(
+        model_card, "SyntheticGenerator", lambda m, config: used.append(sorted(p.name for p in m))
+    )
+    model_card.synthetic_cases(maps, 0, 7, tmp_path, "random")
+    model_card.synthetic_cases(maps, 0, 91, tmp_path, "random", "train")
+    names = [f"training_seg_{i:02d}.nii.gz" for i in (1, 2, 14, 15, 16)]
+    assert used == [names[2:], names[:2]]
