@@ -136,7 +136,7 @@ def add_to_bundle(weights: Path, bundle: Path, out: Path, filters: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path)
+    ap.add_argument("--data", type=Path, nargs="+", help="folders of cubes (refiner_data.py)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--export", type=Path, help="refiner weights to add to --bundle")
     ap.add_argument("--bundle", type=Path, help="model bundle to add the refiner to")
@@ -147,7 +147,11 @@ def main() -> None:
     ap.add_argument("--filters", type=int, default=8)
     ap.add_argument("--every", type=int, default=250)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--widen-from", type=Path, help="start from a narrower refiner's weights")
+    ap.add_argument(
+        "--widen-from",
+        type=Path,
+        help="start from a refiner's weights (as wide as --filters, or narrower: widened)",
+    )
     args = ap.parse_args()
     if args.export is not None:
         add_to_bundle(args.export, args.bundle, args.export_to, args.filters)
@@ -175,7 +179,7 @@ def main() -> None:
     t0 = time.time()
     for it in range(start, args.iterations):
         if it % 100 == 0 or not files:
-            every = sorted(p for p in args.data.glob("*.npz") if ".part" not in p.name)
+            every = sorted(p for d in args.data for p in d.glob("*.npz") if ".part" not in p.name)
             files = [f for f in every if not held_out(f)]
             val_files = [f for f in every if held_out(f)]
         lr = args.lr * 0.5 * (1 + math.cos(math.pi * it / args.iterations))
