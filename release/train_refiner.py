@@ -92,13 +92,18 @@ def validate(net: rf.Refiner, files: list[Path]) -> tuple[float, float]:
     return float(np.mean(before)), float(np.mean(after))
 
 
+def width(state: dict) -> int:
+    """The base width (filters) of a refiner's state dict."""
+    return int(state["net.decoder1.out_conv.weight"].shape[1])
+
+
 def widen(net: rf.Refiner, narrow_state: dict) -> None:
     """Load a narrower refiner's weights into ``net`` so that it computes the same function:
     the narrow channels take the old weights, the new channels keep their random start but
     feed the old ones through zero weights (so they start silent and learn from there).
     Unlike ``release/widen.py``'s Net2Net copies of the pairs, no noise is needed to tell the
     new channels from the old; v11's refiner was made this way (8 -> 16 filters)."""
-    narrow = rf.Refiner(int(narrow_state["net.decoder1.out_conv.weight"].shape[1]))
+    narrow = rf.Refiner(width(narrow_state))
     narrow.load_state_dict(narrow_state)
     small = dict(narrow.named_modules())
     with torch.no_grad():
@@ -120,13 +125,15 @@ def widen(net: rf.Refiner, narrow_state: dict) -> None:
                     getattr(big, attr)[:o] = getattr(old, attr)
 
 
-def add_to_bundle(weights: Path, bundle: Path, out: Path, filters: int) -> None:
-    """Write ``bundle`` with the refiner ``weights`` (half precision) to ``out`` (atomically)."""
+def add_to_bundle(weights: Path, bundle: Path, out: Path) -> None:
+    """Write ``bundle`` with the refiner ``weights`` (as wide as they are; large weights in 8
+    bits, see ``refiner.refiner_entry``) to ``out`` (atomically)."""
     from lofihippseg.io.atomic import atomic_path
     from lofihippseg.models.registry import safe_torch_load
 
-    net = rf.Refiner(filters)
-    net.load_state_dict(safe_torch_load(weights))
+    state = safe_torch_load(weights)
+    net = rf.Refiner(width(state))
+    net.load_state_dict(state)
     data = safe_torch_load(bundle)
     data["refiner"] = rf.refiner_entry(net)
     with atomic_path(out) as tmp:
@@ -144,7 +151,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--filters", type=int, default=8)
+    ap.add_argument("--filters", type=int, default=8, help="base width of a refiner to train")
     ap.add_argument("--every", type=int, default=250)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
@@ -154,7 +161,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.export is not None:
-        add_to_bundle(args.export, args.bundle, args.export_to, args.filters)
+        add_to_bundle(args.export, args.bundle, args.export_to)
         return
     if args.data is None or args.out is None:
         ap.error("--data and --out are needed to train")

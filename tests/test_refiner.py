@@ -94,7 +94,7 @@ def small_bundle(tmp_path, refiner: rf.Refiner | None):
     torch.save(refiner.state_dict(), tmp_path / "refiner.pt")
     out = tmp_path / "with_refiner.pt"
     add = release_module("train_refiner").add_to_bundle
-    add(tmp_path / "refiner.pt", path, out, 2)
+    add(tmp_path / "refiner.pt", path, out)
     return out
 
 
