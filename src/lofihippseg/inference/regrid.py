@@ -119,30 +119,30 @@ def window_for(
     return tuple(box)  # type: ignore[return-value]
 
 
-def _axis_window(x: torch.Tensor, axis: int, n_out: int, window: slice) -> torch.Tensor:
-    """``resize`` along one axis (``axis`` of ``x``), only the output indices in ``window``."""
-    n_in = x.shape[axis]
+def _axis_window(
+    x: torch.Tensor, axis: int, n_in: int, n_out: int, window: slice, first: int
+) -> torch.Tensor:
+    """``resize`` along one axis (``axis`` of ``x``), only the output indices in ``window``;
+    ``x`` holds input indices ``first`` onwards of the ``n_in`` along that axis."""
     j = torch.arange(window.start, window.stop, dtype=torch.float64)
     if n_out == n_in:
-        return x.narrow(axis, window.start, window.stop - window.start)
-    if n_out < n_in:  # adaptive average pooling: mean of input [lo, hi]
+        return x.narrow(axis, window.start - first, window.stop - window.start)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    if n_out < n_in:  # adaptive average pooling: mean of input [lo, hi)
         lo = torch.div(j * n_in, n_out, rounding_mode="floor").long()
         hi = -torch.div(-(j + 1) * n_in, n_out, rounding_mode="floor").long()
         pad = [0] * (2 * x.ndim)
         pad[2 * (x.ndim - 1 - axis)] = 1  # a leading zero, so that sums are differences
         csum = F.pad(torch.cumsum(x.double(), dim=axis), pad)
-        total = csum.index_select(axis, hi) - csum.index_select(axis, lo)
-        shape = [1] * x.ndim
-        shape[axis] = -1
+        total = csum.index_select(axis, hi - first) - csum.index_select(axis, lo - first)
         return (total / (hi - lo).double().reshape(shape)).to(x.dtype)
     src = torch.clamp((j + 0.5) * (n_in / n_out) - 0.5, min=0.0)
     lo = torch.floor(src).long()
     hi = torch.clamp(lo + 1, max=n_in - 1)
-    weight = (src - lo.double()).to(x.dtype)
-    shape = [1] * x.ndim
-    shape[axis] = -1
-    weight = weight.reshape(shape)
-    return x.index_select(axis, lo) * (1 - weight) + x.index_select(axis, hi) * weight
+    weight = (src - lo.double()).to(x.dtype).reshape(shape)
+    below, above = x.index_select(axis, lo - first), x.index_select(axis, hi - first)
+    return below * (1 - weight) + above * weight
 
 
 def resize_window(x: torch.Tensor, shape: Sequence[int], window: Box) -> torch.Tensor:
@@ -158,6 +158,14 @@ def resize_window(x: torch.Tensor, shape: Sequence[int], window: Box) -> torch.T
     """
     out = x.float()
     lead = out.ndim - 3
+    firsts = []
+    for axis, (n_out, w) in enumerate(zip(shape, window, strict=True)):
+        # only the input voxels the window reads take part (a small window of a large map)
+        lo, hi = _sources(int(out.shape[lead + axis]), int(n_out))
+        first, last = int(lo[w.start]), int(hi[w.stop - 1])
+        firsts.append(first)
+        out = out.narrow(lead + axis, first, last + 1 - first)
     for axis in range(3):
-        out = _axis_window(out, lead + axis, int(shape[axis]), window[axis])
+        n_in = int(x.shape[lead + axis])
+        out = _axis_window(out, lead + axis, n_in, int(shape[axis]), window[axis], firsts[axis])
     return out.contiguous()
