@@ -125,9 +125,10 @@ def widen(net: rf.Refiner, narrow_state: dict) -> None:
                     getattr(big, attr)[:o] = getattr(old, attr)
 
 
-def add_to_bundle(weights: Path, bundle: Path, out: Path) -> None:
+def add_to_bundle(weights: Path, bundle: Path, out: Path, tta: bool | None = None) -> None:
     """Write ``bundle`` with the refiner ``weights`` (as wide as they are; large weights in 8
-    bits, see ``refiner.refiner_entry``) to ``out`` (atomically)."""
+    bits, see ``refiner.refiner_entry``) to ``out`` (atomically); ``tta``: the bundle's advice
+    on mirror test-time augmentation (``LoadedModel.tta``; None = keep the bundle's)."""
     from lofihippseg.io.atomic import atomic_path
     from lofihippseg.models.registry import safe_torch_load
 
@@ -136,6 +137,8 @@ def add_to_bundle(weights: Path, bundle: Path, out: Path) -> None:
     net.load_state_dict(state)
     data = safe_torch_load(bundle)
     data["refiner"] = rf.refiner_entry(net)
+    if tta is not None:
+        data["tta"] = tta
     with atomic_path(out) as tmp:
         torch.save(data, tmp)
     print(f"{out}: {bundle} with the refiner {weights} ({out.stat().st_size / 1e6:.1f} MB)")
@@ -148,6 +151,12 @@ def main() -> None:
     ap.add_argument("--export", type=Path, help="refiner weights to add to --bundle")
     ap.add_argument("--bundle", type=Path, help="model bundle to add the refiner to")
     ap.add_argument("--export-to", type=Path, help="where to write the bundle with the refiner")
+    ap.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --export: advise mirror test-time augmentation (default: keep the bundle's)",
+    )
     ap.add_argument("--iterations", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -161,7 +170,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.export is not None:
-        add_to_bundle(args.export, args.bundle, args.export_to)
+        add_to_bundle(args.export, args.bundle, args.export_to, args.tta)
         return
     if args.data is None or args.out is None:
         ap.error("--data and --out are needed to train")

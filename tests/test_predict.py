@@ -322,6 +322,33 @@ def test_tta_keeps_sides(scans):
     np.testing.assert_array_equal(tta.labels, base.labels)
 
 
+class CountingNet(HalfNet):
+    """HalfNet that counts the volumes it has seen."""
+
+    calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return super().forward(x)
+
+
+def test_tta_default_follows_the_models_advice(scans):
+    vol = load_image(scans[0])
+    for advice, recipe, asked, expected in [
+        (False, "paper", None, False),
+        (True, "paper", None, True),
+        (True, "paper", False, False),  # the user's choice wins
+        (False, "paper", True, True),
+        (True, "released", None, False),  # the released recipe runs as it was run
+    ]:
+        net = CountingNet()
+        model = fake_model(net, recipe)
+        model.tta = advice
+        pred = Predictor(model, settings(roi="off", tta=asked)).predict_volume(vol)
+        assert pred.info["tta"] is expected
+        assert net.calls == (4 if expected else 2)  # two views, each once or mirrored too
+
+
 class UprightNet(torch.nn.Module):
     """Finds 'hippocampi' by position only: upper half of axis 2, left / right half of axis 0
     (a network that knows which way is up, as ours do: none is trained on flipped heads)."""

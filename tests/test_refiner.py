@@ -119,6 +119,15 @@ def test_a_bundle_carries_its_refiner_and_bad_entries_are_clear(tmp_path):
             expected = value.half().float() if value.is_floating_point() else value
             torch.testing.assert_close(state[key], expected)
     assert load_model(str(small_bundle(tmp_path, None))).refiner is None
+    add = release_module("train_refiner").add_to_bundle
+    assert not load_model(str(path)).tta  # no advice: no mirror TTA
+    add(tmp_path / "refiner.pt", path, tmp_path / "tta.pt", tta=True)
+    assert load_model(str(tmp_path / "tta.pt")).tta
+    data["tta"] = "yes"
+    torch.save(data, tmp_path / "bad.pt")
+    with pytest.raises(LoFiError, match="bad tta entry 'yes'"):
+        load_model(str(tmp_path / "bad.pt"))
+    del data["tta"]
 
     data["refiner"]["state"] = half_precision(net.state_dict())  # bundles before 8 bits
     torch.save(data, tmp_path / "half.pt")

@@ -58,6 +58,8 @@ class LoadedModel:
         family_grid_mm: working grids of the alternatives that run on another grid than
             ``spec.grid_mm``.
         refiner: the bundle's outline refiner, if it has one (``inference.refiner``).
+        tta: the bundle's advice on left-right mirror test-time augmentation (its key
+            ``"tta"``, chosen on validation for that model): ``PredictSettings.tta``'s default.
     """
 
     spec: ModelSpec
@@ -70,6 +72,7 @@ class LoadedModel:
     alternatives: dict[str, tuple[torch.nn.Module, torch.nn.Module]] = field(default_factory=dict)
     family_grid_mm: dict[str, float | None] = field(default_factory=dict)
     refiner: Refiner | None = None
+    tta: bool = False
 
     def grid_of(self, family: str | None) -> float | None:
         """The working grid (mm) of a family's pair: its own if it has one, else the spec's."""
@@ -134,6 +137,10 @@ def _from_bundle(path: Path, device: str, config_spec: dict | None = None) -> Lo
     if data.get("refiner") is not None:
         model.refiner = refiner_from_entry(data["refiner"], str(path), device)
     model.family, model.alternatives, model.family_grid_mm = _families(data, model, path, device)
+    tta = data.get("tta", False)
+    if not isinstance(tta, bool):
+        raise LoFiError(f"{path}: bad tta entry {tta!r} (true or false)")
+    model.tta = tta
     return model
 
 

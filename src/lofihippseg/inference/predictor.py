@@ -159,6 +159,8 @@ class Predictor:
         edge = self.settings.edge_weight
         default_edge = 0.0 if released or self.use_refiner else DEFAULT_EDGE_WEIGHT
         self.edge_weight = default_edge if edge is None else edge
+        tta = self.settings.tta
+        self.use_tta = (model.tta and not released) if tta is None else tta
         nets = [net for pair in model.pairs.values() for net in pair]
         refiner_net = model.refiner.net if model.refiner is not None else None
         for net in (*nets, model.localiser and model.localiser.net, refiner_net):
@@ -180,7 +182,7 @@ class Predictor:
             "threshold": self.settings.threshold,
             "edge_weight": self.edge_weight,
             "refiner": self.use_refiner,
-            "tta": self.settings.tta,
+            "tta": self.use_tta,
             "roi": self.use_roi,
             "grid": self.settings.grid,
             "family": self.settings.family,
@@ -198,7 +200,7 @@ class Predictor:
                 net, x, self.device, sliding, self.roi_size, s.overlap, s.amp
             )
 
-        return tta_probabilities(once, volume) if s.tta else once(volume)
+        return tta_probabilities(once, volume) if self.use_tta else once(volume)
 
     def _coarse(self, net: torch.nn.Module, volume: torch.Tensor) -> torch.Tensor:
         if use_sliding(volume.shape, self.settings.sliding_window, self.spec.n_filters):

@@ -29,7 +29,9 @@ class PredictSettings:
             probabilities; None = when the model has one, except for the released recipe.
         lcc: keep the largest connected component per side; None = the recipe's
             (released: off, paper: on).
-        tta: also run on the left-right mirror image and average (channels swapped back).
+        tta: also run on the left-right mirror image and average (channels swapped back);
+            None = the model's advice (``LoadedModel.tta``: on for the shipped model, where it
+            was chosen on validation; off for the released recipe).
         sliding_window: ``auto`` (sliding windows only for volumes too large for one pass),
             ``on`` or ``off`` (whole volume padded to a multiple of 16).
         roi_size: sliding-window size (multiples of 16).
@@ -60,7 +62,7 @@ class PredictSettings:
     edge_weight: float | None = None
     refine: bool | None = None
     lcc: bool | None = None
-    tta: bool = False
+    tta: bool | None = None
     sliding_window: str = "auto"
     roi_size: tuple[int, int, int] = (128, 128, 128)
     overlap: float = 0.25
