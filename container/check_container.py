@@ -91,7 +91,9 @@ def image_exists(engine: str, image: str) -> bool:
 def image_size_bytes(engine: str, image: str) -> int:
     out = subprocess.run(
         [engine, "image", "inspect", "--format", "{{.Size}}", image],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return int(out.stdout.strip())
 
@@ -116,16 +118,24 @@ class Runner:
         for host, target in self.mounts.items():
             prefix = str(host)
             if arg == prefix or arg.startswith(prefix + "/"):
-                return target.split(":")[0] + arg[len(prefix):]
+                return target.split(":")[0] + arg[len(prefix) :]
         return arg
 
     def inside(self, *args: str, entry: bool = False) -> tuple[subprocess.CompletedProcess, float]:
         """``entry``: the arguments go to the image's entry point (the BIDS App) as they are."""
         volumes = [f"-v={host}:{target}" for host, target in self.mounts.items()]
         cmd = [
-            self.engine, "run", "--rm", "--network", "none",
-            *runtime_options(self.engine), *user_options(self.engine), *volumes, self.image,
-            *([] if entry else ["lofihippseg"]), *(self._to_container(a) for a in args),
+            self.engine,
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            *runtime_options(self.engine),
+            *user_options(self.engine),
+            *volumes,
+            self.image,
+            *([] if entry else ["lofihippseg"]),
+            *(self._to_container(a) for a in args),
         ]
         return _timed(cmd)
 
@@ -209,7 +219,8 @@ class Checks:
             f"shape {lab.shape} vs {src.shape}, affine\n{lab.affine}\nvs\n{src.affine}",
         )
         self.check(
-            data.dtype == np.uint8 and set(np.unique(data)) <= {0, 1, 2}
+            data.dtype == np.uint8
+            and set(np.unique(data)) <= {0, 1, 2}
             and {1, 2} <= set(np.unique(data)),
             f"{what}: uint8 labels 0/1/2, both sides found",
             f"{data.dtype} {np.unique(data)}",
@@ -218,8 +229,13 @@ class Checks:
             same = np.array_equal(data, np.asarray(nib.load(twin).dataobj))
             self.check(same, f"{what}: same labels as outside the container", str(twin))
 
-    def exit_codes(self, what: str, inside: subprocess.CompletedProcess,
-                   outside: subprocess.CompletedProcess, expected: int) -> None:
+    def exit_codes(
+        self,
+        what: str,
+        inside: subprocess.CompletedProcess,
+        outside: subprocess.CompletedProcess,
+        expected: int,
+    ) -> None:
         self.check(
             inside.returncode == outside.returncode == expected,
             f"{what}: exit code {expected} inside and outside",
@@ -235,12 +251,16 @@ def dseg_for(out: Path, bids: Path, image: Path) -> Path:
     return folder / f"{stem}_space-orig_desc-hippocampus_dseg.nii.gz"
 
 
-def run_checks(engine: str, image: str, work: Path, host_cli: str, repeats: int = 3,
-               verbose: bool = True) -> dict:
+def run_checks(
+    engine: str, image: str, work: Path, host_cli: str, repeats: int = 3, verbose: bool = True
+) -> dict:
     """Every check; returns {"failures": [...], "passed": [...], "figures": {...}}."""
     checks = Checks(verbose)
-    figures: dict = {"engine": engine, "image": image,
-                     "image_size_mb": round(image_size_bytes(engine, image) / 1e6)}
+    figures: dict = {
+        "engine": engine,
+        "image": image,
+        "image_size_mb": round(image_size_bytes(engine, image) / 1e6),
+    }
     bids = work / "bids"
     images = make_bids(bids)
     out_in, out_out = work / "out_container", work / "out_host"
@@ -248,9 +268,12 @@ def run_checks(engine: str, image: str, work: Path, host_cli: str, repeats: int 
     for folder in (out_in, out_out, pred_in, pred_out):
         folder.mkdir()
     before = fingerprint(bids)
-    inside = Runner(engine, image, host_cli,
-                    {bids: "/bids:ro", out_in: "/out", pred_in: "/pred",
-                     EXAMPLE.parent: "/in:ro"})
+    inside = Runner(
+        engine,
+        image,
+        host_cli,
+        {bids: "/bids:ro", out_in: "/out", pred_in: "/pred", EXAMPLE.parent: "/in:ro"},
+    )
 
     # the BIDS App: participant (one broken scan: exit code 1, the rest done), then group
     p_in, t_in = inside.inside(str(bids), str(out_in), "participant", "--quiet", entry=True)
@@ -259,8 +282,9 @@ def run_checks(engine: str, image: str, work: Path, host_cli: str, repeats: int 
     checks.exit_codes("participant with a broken scan", p_in, p_out, 1)
     for name in ("sub-01", "sub-02_ses-1"):
         label = dseg_for(out_in, bids, images[name])
-        checks.label_map(label, images[name], f"bids {name}",
-                         twin=dseg_for(out_out, bids, images[name]))
+        checks.label_map(
+            label, images[name], f"bids {name}", twin=dseg_for(out_out, bids, images[name])
+        )
         sidecar = Path(str(label).replace(".nii.gz", ".json"))
         checks.check(sidecar.is_file(), f"bids {name}: JSON sidecar", str(sidecar))
     figs = sorted(p.name for p in out_in.glob("sub-*/figures/*.png"))
@@ -276,14 +300,20 @@ def run_checks(engine: str, image: str, work: Path, host_cli: str, repeats: int 
     checks.exit_codes("group", g_in, g_out, g_out.returncode)
     table = out_in / "group_volumes.tsv"
     rows = table.read_text().splitlines()[1:] if table.is_file() else []
-    checks.check(len(rows) >= 2 and (out_in / "report.html").is_file(),
-                 "group: group_volumes.tsv (2 images at least) and report.html", str(rows))
+    checks.check(
+        len(rows) >= 2 and (out_in / "report.html").is_file(),
+        "group: group_volumes.tsv (2 images at least) and report.html",
+        str(rows),
+    )
     if (out_out / "group_volumes.tsv").is_file() and rows:
         host_rows = (out_out / "group_volumes.tsv").read_text().splitlines()[1:]
         strip = [[c for c in r.split("\t") if not c.startswith("/")] for r in rows]
         host_strip = [[c for c in r.split("\t") if not c.startswith("/")] for r in host_rows]
-        checks.check(strip == host_strip, "group: same table as outside (paths aside)",
-                     f"{rows}\nvs\n{host_rows}")
+        checks.check(
+            strip == host_strip,
+            "group: same table as outside (paths aside)",
+            f"{rows}\nvs\n{host_rows}",
+        )
 
     # usage error and a bad input: the same exit code as outside
     u_in, _ = inside.inside(str(bids), str(out_in), "everyone", entry=True)
@@ -293,24 +323,30 @@ def run_checks(engine: str, image: str, work: Path, host_cli: str, repeats: int 
     b_in, _ = inside.inside("predict", str(bad), "-o", str(pred_in / "bad"))
     b_out, _ = inside.outside("predict", str(bad), "-o", str(pred_out / "bad"))
     checks.exit_codes("predict on a broken scan", b_in, b_out, 2)
-    checks.check("error:" in b_in.stderr and "Traceback" not in b_in.stderr,
-                 "predict on a broken scan: a one-line error inside, no traceback",
-                 b_in.stderr[-500:])
+    checks.check(
+        "error:" in b_in.stderr and "Traceback" not in b_in.stderr,
+        "predict on a broken scan: a one-line error inside, no traceback",
+        b_in.stderr[-500:],
+    )
 
     # predict on the shipped example, timed inside and outside, alternately
     times_in, times_out = [], []
     example_in = "/in/" + EXAMPLE.name
     for _ in range(repeats):
-        r_in, t = inside.inside("predict", example_in, "-o", str(pred_in), "--overwrite",
-                                "--quiet")
+        r_in, t = inside.inside("predict", example_in, "-o", str(pred_in), "--overwrite", "--quiet")
         times_in.append(t)
-        r_out, t = inside.outside("predict", str(EXAMPLE), "-o", str(pred_out), "--overwrite",
-                                  "--quiet")
+        r_out, t = inside.outside(
+            "predict", str(EXAMPLE), "-o", str(pred_out), "--overwrite", "--quiet"
+        )
         times_out.append(t)
     checks.exit_codes("predict on the example", r_in, r_out, 0)
     name = EXAMPLE.name.replace(".nii.gz", "")
-    checks.label_map(pred_in / f"{name}_hipp.nii.gz", EXAMPLE, "predict example",
-                     twin=pred_out / f"{name}_hipp.nii.gz")
+    checks.label_map(
+        pred_in / f"{name}_hipp.nii.gz",
+        EXAMPLE,
+        "predict example",
+        twin=pred_out / f"{name}_hipp.nii.gz",
+    )
     for extra in (f"{name}_hipp.json", f"{name}_qc.png", "volumes.csv"):
         checks.check((pred_in / extra).is_file(), f"predict example: {extra}")
     if (pred_in / "volumes.csv").is_file():
@@ -319,10 +355,15 @@ def run_checks(engine: str, image: str, work: Path, host_cli: str, repeats: int 
     sidecar_out = pred_out / f"{name}_hipp.json"
     if sidecar_in.is_file() and sidecar_out.is_file():
         s_in, s_out = json.loads(sidecar_in.read_text()), json.loads(sidecar_out.read_text())
-        checks.check(s_in["volumes"] == s_out["volumes"], "predict example: same volumes",
-                     f"{s_in['volumes']} vs {s_out['volumes']}")
-        figures["predict_segmentation_s"] = {"container": s_in["timings"]["total_s"],
-                                             "host": s_out["timings"]["total_s"]}
+        checks.check(
+            s_in["volumes"] == s_out["volumes"],
+            "predict example: same volumes",
+            f"{s_in['volumes']} vs {s_out['volumes']}",
+        )
+        figures["predict_segmentation_s"] = {
+            "container": s_in["timings"]["total_s"],
+            "host": s_out["timings"]["total_s"],
+        }
     figures["predict_wall_s"] = {
         "container": round(statistics.median(times_in), 2),
         "host": round(statistics.median(times_out), 2),
@@ -331,18 +372,26 @@ def run_checks(engine: str, image: str, work: Path, host_cli: str, repeats: int 
         "host_runs": [round(t, 2) for t in times_out],
     }
     _, t = inside.inside("--version")
-    figures["lofihippseg_version_s"] = {"container": round(t, 2),
-                                        "host": round(inside.outside("--version")[1], 2)}
+    figures["lofihippseg_version_s"] = {
+        "container": round(t, 2),
+        "host": round(inside.outside("--version")[1], 2),
+    }
 
     # the host's view: ownership, the input untouched
     for folder in (out_in, pred_in):
         foreign = foreign_owned(folder)
-        checks.check(not foreign, f"{folder.name}: every file owned by the calling user "
-                     f"({os.getuid()}:{os.getgid()})", "\n".join(foreign[:10]))
+        checks.check(
+            not foreign,
+            f"{folder.name}: every file owned by the calling user ({os.getuid()}:{os.getgid()})",
+            "\n".join(foreign[:10]),
+        )
     after = fingerprint(bids)
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-    checks.check(not changed, "the input dataset is untouched (checksums, sizes, modes, mtimes)",
-                 str(changed))
+    checks.check(
+        not changed,
+        "the input dataset is untouched (checksums, sizes, modes, mtimes)",
+        str(changed),
+    )
     return {"failures": checks.failures, "passed": checks.passed, "figures": figures}
 
 
@@ -350,13 +399,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engine", choices=["podman", "docker"], help="default: detected")
     parser.add_argument("--image", default=DEFAULT_IMAGE)
-    parser.add_argument("--build", action="store_true",
-                        help="build the image with container/build.sh when it is missing")
+    parser.add_argument(
+        "--build",
+        action="store_true",
+        help="build the image with container/build.sh when it is missing",
+    )
     parser.add_argument("--rebuild", action="store_true", help="build it even if it exists")
     parser.add_argument("--repeats", type=int, default=3, help="timed predict runs (each side)")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
-    parser.add_argument("--host-lofihippseg", default=str(Path(sys.executable).parent
-                                                          / "lofihippseg"))
+    parser.add_argument(
+        "--host-lofihippseg", default=str(Path(sys.executable).parent / "lofihippseg")
+    )
     parser.add_argument("--json", type=Path, help="write the figures and results here")
     args = parser.parse_args(argv)
 
@@ -378,8 +431,10 @@ def main(argv: list[str] | None = None) -> int:
     result = run_checks(engine, args.image, work, args.host_lofihippseg, args.repeats)
     result["figures"].update(figures_build)
     print(json.dumps(result["figures"], indent=1))
-    print(f"{len(result['passed'])} checks passed, {len(result['failures'])} failed; "
-          f"outputs in {work}")
+    print(
+        f"{len(result['passed'])} checks passed, {len(result['failures'])} failed; "
+        f"outputs in {work}"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 1 if result["failures"] else 0
