@@ -284,7 +284,12 @@ def main() -> None:
         help="held: the card's maps 14-16; train: validation twins of maps 01-13 (choose on these, "
         "e.g. --anatomy train --seed 91 --n 18)",
     )
-    p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="predict's --tta/--no-tta (default: the model's advice)",
+    )
     p.add_argument("--edge-weight", type=float, default=None, help="predict's --edge-weight")
     p.add_argument(
         "--refiner",
