@@ -61,6 +61,34 @@ def test_the_pair_whose_views_agree_best_is_kept(head):
     assert (pred.labels == 1).sum() > 20 and (pred.labels == 2).sum() > 20
 
 
+class Counting(torch.nn.Module):
+    """Wraps a network and counts the volumes it sees."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.inner(x)
+
+
+def test_tta_mirrors_only_the_kept_pair(head):
+    t2 = (Counting(BrightNet()), Counting(EmptyNet()))
+    t1 = (Counting(BrightNet()), Counting(BrightNet()))
+    model = two_family_model(t2, t1)
+    plain = Predictor(model, PredictSettings(device="cpu", roi="off")).predict_volume(head)
+    assert [n.calls for n in (*t2, *t1)] == [1, 1, 1, 1]
+    pred = Predictor(model, PredictSettings(device="cpu", roi="off", tta=True)).predict_volume(head)
+    # the choice is made without the mirror; then only the kept pair (t1) sees it
+    assert pred.info["contrast_family"] == "t1"
+    assert [n.calls for n in (*t2, *t1)] == [2, 2, 3, 3]
+    assert pred.timings["tta_s"] > 0
+    total = pred.timings["pair_t1_s"] + pred.timings["pair_t2_s"] + pred.timings["tta_s"]
+    assert pred.timings["total_s"] == pytest.approx(total + pred.timings["postprocess_s"])
+    np.testing.assert_array_equal(pred.labels, plain.labels)  # BrightNet is mirror-symmetric
+
+
 def test_a_family_can_be_asked_for_by_name(head):
     model = two_family_model()
     forced = Predictor(model, PredictSettings(device="cpu", roi="off", family="t2"))
@@ -211,6 +239,17 @@ def test_each_family_runs_on_its_own_working_grid(tmp_path):
         pred = Predictor(model, settings).predict_volume(scan)
         assert pred.info["working_grid_mm"] == mm and pred.info["grid_spacing_mm"][0] == mm
         assert pred.labels.shape == scan.data.shape  # back on the input's grid
+    # the mirrored pass maps back through its own window; both go into their union
+    net = BrightNet()
+    mirror_model = LoadedModel(ModelSpec(n_filters=4, grid_mm=1.5), net, net, source="test")
+    plain = Predictor(mirror_model, PredictSettings(device="cpu", roi="off")).predict_volume(scan)
+    settings = PredictSettings(device="cpu", roi="off", tta=True)
+    mirrored = Predictor(mirror_model, settings).predict_volume(scan)
+    assert mirrored.labels.shape == scan.data.shape and (mirrored.labels == 1).sum() > 20
+    half = scan.data.shape[0] // 2
+    assert (mirrored.labels[:half] == 2).sum() == 0 and (mirrored.labels[half:] == 1).sum() == 0
+    agree = (mirrored.labels == plain.labels).mean()
+    assert agree > 0.99, agree
     predictor = Predictor(model, PredictSettings(device="cpu", roi="off"))
     prepared = []
     original = predictor._prepare

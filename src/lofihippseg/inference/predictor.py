@@ -19,8 +19,9 @@ thresholded again), edge refinement (``inference.edge_refine``), the largest com
 
 from __future__ import annotations
 
+import functools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -190,8 +191,11 @@ class Predictor:
             "device": str(self.device),
         }
 
-    def _run(self, net: torch.nn.Module, volume: torch.Tensor) -> torch.Tensor:
-        """Full-resolution probabilities (2, ...) on the CPU, with optional TTA."""
+    def _run(
+        self, net: torch.nn.Module, volume: torch.Tensor, flips: tuple[int, ...] = ()
+    ) -> torch.Tensor:
+        """Full-resolution probabilities (2, ...) on the CPU; ``flips``: of the volume flipped
+        along these axes, flipped back (a left-right flip swaps the sides back)."""
         s = self.settings
         sliding = use_sliding(volume.shape, s.sliding_window, self.spec.n_filters)
 
@@ -200,7 +204,7 @@ class Predictor:
                 net, x, self.device, sliding, self.roi_size, s.overlap, s.amp
             )
 
-        return tta_probabilities(once, volume) if self.use_tta else once(volume)
+        return tta_probabilities(once, volume, (flips,)) if flips else once(volume)
 
     def _coarse(self, net: torch.nn.Module, volume: torch.Tensor) -> torch.Tensor:
         if use_sliding(volume.shape, self.settings.sliding_window, self.spec.n_filters):
@@ -254,13 +258,15 @@ class Predictor:
         spacing: tuple[float, float, float],
         boxes: list[Box],
         info: dict[str, Any],
+        flips: tuple[int, ...] = (),
     ) -> tuple[list[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
         """Both networks' probability maps computed only in ``boxes`` around the hippocampi,
         with their (labels, fused) from ``_labels``, or None = run the whole volume (``info``
         says why). A segmentation that reaches a box face gets one second try in boxes around
         what it found."""
         for attempt in range(2):
-            maps = roi_mod.roi_probabilities(self._run, nets, views, boxes)
+            run = functools.partial(self._run, flips=flips)
+            maps = roi_mod.roi_probabilities(run, nets, views, boxes)
             labels, fused = self._labels(*maps)
             problem = roi_mod.box_problem(labels, boxes)
             if problem is None:
@@ -284,14 +290,16 @@ class Predictor:
         spacing: tuple[float, float, float],
         boxes: list[Box] | None,
         info: dict[str, Any],
+        flips: tuple[int, ...] = (),
     ) -> tuple[list[np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
         """One pair's probability maps (in ``boxes`` when given and they hold the result,
         else over the whole volume) and their (labels, fused) when already computed."""
         if boxes is not None:
-            found = self._in_boxes(nets, views, spacing, boxes, info)
+            found = self._in_boxes(nets, views, spacing, boxes, info, flips)
             if found is not None:
                 return found
-        maps = [self._run(net, view).numpy() for net, view in zip(nets, views, strict=True)]
+        pairs = zip(nets, views, strict=True)
+        maps = [self._run(net, view, flips).numpy() for net, view in pairs]
         return maps, None
 
     def _pairs(self) -> dict[str | None, tuple[torch.nn.Module, torch.nn.Module]]:
@@ -344,6 +352,10 @@ class Predictor:
         # ties: the first pair; a pair that finds nothing (agreement NaN) loses
         chosen = max(runs, key=lambda name: np.nan_to_num(runs[name].view_dice, nan=-1.0))
         pred = runs[chosen]
+        if self.use_tta:  # the kept pair only: the choice is made on the scan as it is
+            grid_mm = self.settings.grid_mm(self.model.grid_of(chosen))
+            mirrored = self._predict_pair(volume, self.pairs[chosen], prepared[grid_mm], (0,))
+            pred = self._average(volume, pred, mirrored)
         if chosen is not None:
             pred.info["contrast_family"] = chosen
         if len(runs) > 1:
@@ -355,9 +367,47 @@ class Predictor:
             # counted for the first of them); the total is every pair's, each given too
             for name, run in runs.items():
                 pred.timings[f"pair_{name}_s"] = run.timings["total_s"]
-            pred.timings["total_s"] = sum(r.timings["total_s"] for r in runs.values())
+            every_pair = sum(r.timings["total_s"] for r in runs.values())
+            pred.timings["total_s"] = every_pair + pred.timings.get("tta_s", 0.0)
         self._postprocess(volume, pred)
         return pred
+
+    def _average(self, volume: Volume, pred: Prediction, mirrored: Prediction) -> Prediction:
+        """``pred`` with its views' probabilities averaged with those of the mirrored pass
+        (``mirrored``, already flipped back), relabelled. Each pass's maps lie in its own box;
+        outside it their probabilities are 0 (``regrid``), so both go into the boxes' union."""
+        box = tuple(
+            slice(min(a.start, b.start), max(a.stop, b.stop))
+            for a, b in zip(pred.box, mirrored.box, strict=True)
+        )
+
+        def mean(name: str) -> np.ndarray:
+            out = np.zeros((2, *(b.stop - b.start for b in box)), dtype=np.float32)
+            for run in (pred, mirrored):
+                inner = tuple(
+                    slice(r.start - b.start, r.stop - b.start)
+                    for r, b in zip(run.box, box, strict=True)
+                )
+                out[(slice(None), *inner)] += 0.5 * getattr(run, name)
+            return out
+
+        prob1, prob2 = mean("prob1"), mean("prob2")
+        labels_crop, fused = self._labels(prob1, prob2)
+        labels = np.zeros(volume.data.shape, dtype=np.uint8)
+        labels[box] = labels_crop
+        timings = dict(pred.timings)
+        timings["tta_s"] = mirrored.timings["total_s"]
+        timings["total_s"] += timings["tta_s"]
+        return replace(
+            pred,
+            labels=labels,
+            prob1=prob1,
+            prob2=prob2,
+            fused=fused.astype(np.float32),
+            box=box,
+            view_dice=view_agreement_dice(prob1, prob2, self.settings.threshold),
+            timings=timings,
+        )
 
     def _postprocess(self, volume: Volume, pred: Prediction) -> None:
         """The kept pair's outlines, in place: the refiner (which may widen ``pred.box``),
@@ -436,10 +486,12 @@ class Predictor:
         volume: Volume,
         nets: tuple[torch.nn.Module, torch.nn.Module],
         prepared: PreparedVolume,
+        flips: tuple[int, ...] = (),
     ) -> Prediction:
         """Segment one canonical volume with one pair of networks on a prepared working grid
         (its preparation's seconds are counted by the first pair that uses it); the labels
-        are the thresholded fused probabilities, before ``_postprocess``."""
+        are the thresholded fused probabilities, before ``_postprocess``. ``flips``: the
+        networks see the volume flipped along these axes (``_run``)."""
         start = time.perf_counter()
         timings: dict[str, float] = {"preprocess_s": 0.0}
         if prepared.seconds:
@@ -451,7 +503,7 @@ class Predictor:
         if self.use_roi:
             boxes = self._locate(nets, prepared, info)
             timings["locate_s"] = time.perf_counter() - t
-        maps, labelled = self._segment(nets, views, spacing, boxes, info)
+        maps, labelled = self._segment(nets, views, spacing, boxes, info, flips)
         timings["inference_s"] = time.perf_counter() - t
         if prepared.regridded:  # probabilities back onto the input's grid, labelled there
             t = time.perf_counter()

@@ -29,8 +29,9 @@ class PredictSettings:
             probabilities; None = when the model has one, except for the released recipe.
         lcc: keep the largest connected component per side; None = the recipe's
             (released: off, paper: on).
-        tta: also run on the left-right mirror image and average (channels swapped back);
-            None = the model's advice (``LoadedModel.tta``: on for the shipped model, where it
+        tta: also run the kept pair of networks on the left-right mirror image and average
+            (channels swapped back; with several contrast families, the pair is chosen on the
+            scan as it is, so the mirror costs one pair's time); None = the model's advice (``LoadedModel.tta``: on for the shipped model, where it
             was chosen on validation; off for the released recipe).
         sliding_window: ``auto`` (sliding windows only for volumes too large for one pass),
             ``on`` or ``off`` (whole volume padded to a multiple of 16).
