@@ -31,8 +31,9 @@ class PredictSettings:
             (released: off, paper: on).
         tta: also run the kept pair of networks on the left-right mirror image and average
             (channels swapped back; with several contrast families, the pair is chosen on the
-            scan as it is, so the mirror costs one pair's time); None = the model's advice (``LoadedModel.tta``: on for the shipped model, where it
-            was chosen on validation; off for the released recipe).
+            scan as it is, so the mirror costs one pair's time); None = the model's advice
+            (``LoadedModel.tta``: on for the shipped model, where it was chosen on validation;
+            off for the released recipe).
         sliding_window: ``auto`` (sliding windows only for volumes too large for one pass),
             ``on`` or ``off`` (whole volume padded to a multiple of 16).
         roi_size: sliding-window size (multiples of 16).
