@@ -95,7 +95,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    # the pairs' own outlines (never a refiner's): what the refiner learns to correct
+    # the pairs' own outlines (never a refiner's): what the refiner learns to correct; with the
+    # mirror average when the model advises it, as predict runs them (v12's refiner learnt from
+    # v9's outlines without it)
     settings = PredictSettings(edge_weight=0.0, refine=False)
     predictor = Predictor(load_model(args.model), settings)
     tmp = Path(tempfile.mkdtemp())
