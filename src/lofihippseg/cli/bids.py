@@ -86,8 +86,9 @@ class BidsAppCommand(click.Command):
 @click.option(
     "--tta/--no-tta",
     default=None,
-    help="Also run on the left-right mirror image and average (sides swapped back). "
-    "Default: the model's advice (the shipped model: on; about 0.2 s more per head on a CPU).",
+    help="Also run the kept pair of networks on the left-right mirror image and average "
+    "(sides swapped back). Default: the model's advice (the shipped model: on; about 0.1-0.2 s "
+    "more per head on a CPU).",
 )
 @edge_weight_option()
 @refiner_option()
