@@ -243,6 +243,25 @@ def test_roi_path_matches_whole_volume(tmp_path):
     np.testing.assert_array_equal(roi.labels, whole.labels)
 
 
+def test_a_mirror_pass_that_leaves_its_boxes_says_so(tmp_path, monkeypatch):
+    vol = load_image(write_nifti(tmp_path / "big.nii.gz", two_level_head()))
+    model = fake_model(TwoLevelNet())
+    original = Predictor._in_boxes
+
+    def no_boxes_when_mirrored(self, *args):
+        if args[-1] == (0,):  # the mirrored pass: as if its outline reached a box's face
+            args[-2]["roi_fallback"] = "the segmentation reached a box face"
+            return None
+        return original(self, *args)
+
+    monkeypatch.setattr(Predictor, "_in_boxes", no_boxes_when_mirrored)
+    pred = Predictor(model, settings(roi="on", tta=True)).predict_volume(vol)
+    assert "roi_boxes" in pred.info and "roi_fallback" not in pred.info  # the kept pass's
+    assert pred.info["tta_roi_fallback"] == "the segmentation reached a box face"
+    assert pred.labels.shape == vol.data.shape
+    assert "tta_roi_fallback" not in Predictor(model, settings(roi="on")).predict_volume(vol).info
+
+
 def test_roi_falls_back_when_a_side_is_missing(tmp_path, monkeypatch):
     vol = load_image(write_nifti(tmp_path / "big.nii.gz", two_level_head()))
     one_side = fake_model(BrightNet())  # never finds 'right': no box

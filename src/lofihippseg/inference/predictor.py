@@ -395,6 +395,8 @@ class Predictor:
         labels_crop, fused = self._labels(prob1, prob2)
         labels = np.zeros(volume.data.shape, dtype=np.uint8)
         labels[box] = labels_crop
+        if "roi_fallback" in mirrored.info:  # the mirror ran on the whole volume: say why
+            pred.info["tta_roi_fallback"] = mirrored.info["roi_fallback"]
         timings = dict(pred.timings)
         timings["tta_s"] = mirrored.timings["total_s"]
         timings["total_s"] += timings["tta_s"]
