@@ -50,7 +50,7 @@ from lofihippseg.inference.sliding_window import (
 from lofihippseg.inference.tta import tta_probabilities
 from lofihippseg.io.nifti import Volume
 from lofihippseg.models.onednn import prefer_onednn
-from lofihippseg.preprocessing.crop import Box
+from lofihippseg.preprocessing.crop import Box, within
 from lofihippseg.preprocessing.prepare import crop_and_normalise
 from lofihippseg.preprocessing.resample import resize, working_grid
 from lofihippseg.views.frequency import frequency_view
@@ -384,11 +384,7 @@ class Predictor:
         def mean(name: str) -> np.ndarray:
             out = np.zeros((2, *(b.stop - b.start for b in box)), dtype=np.float32)
             for run in (pred, mirrored):
-                inner = tuple(
-                    slice(r.start - b.start, r.stop - b.start)
-                    for r, b in zip(run.box, box, strict=True)
-                )
-                out[(slice(None), *inner)] += 0.5 * getattr(run, name)
+                out[(slice(None), *within(run.box, box))] += 0.5 * getattr(run, name)
             return out
 
         prob1, prob2 = mean("prob1"), mean("prob2")
@@ -424,13 +420,9 @@ class Predictor:
                 threshold, self.device,
             )  # fmt: skip
             if box != pred.box:  # the views' maps widened with zeros to the new window
-                inner = tuple(
-                    slice(b.start - w.start, b.stop - w.start)
-                    for b, w in zip(pred.box, box, strict=True)
-                )
                 for name in ("prob1", "prob2"):
                     wide = np.zeros_like(fused)
-                    wide[(slice(None), *inner)] = getattr(pred, name)
+                    wide[(slice(None), *within(pred.box, box))] = getattr(pred, name)
                     setattr(pred, name, wide)
             pred.fused, pred.box = fused, box
             labels_crop = resolve_overlap(fused > threshold, fused, self.overlap_rule)

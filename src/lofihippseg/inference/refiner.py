@@ -26,6 +26,7 @@ from lofihippseg.inference.edge_refine import CLIP as EVIDENCE_CLIP
 from lofihippseg.inference.edge_refine import side_evidence
 from lofihippseg.models.registry import expand_precision, int8_precision, load_weights
 from lofihippseg.models.vnet import VNet
+from lofihippseg.preprocessing.crop import within
 
 CUBE_MM = 64  # the refiner's field: a 64 mm cube at 1 mm (divisible by the VNet's 16)
 LOGIT_CLIP = 8.0  # prior log-odds are clipped to +-8 before the correction is added
@@ -259,8 +260,7 @@ def refine_window(
             hi[a] = max(hi[a], min(cube.start[a] + cube.size[a], data.shape[a]))
     grown = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     window = np.zeros((2, *(b - a for a, b in zip(lo, hi, strict=True))), dtype=np.float32)
-    inner = tuple(slice(b.start - a, b.stop - a) for b, a in zip(box, lo, strict=True))
-    window[(slice(None), *inner)] = fused
+    window[(slice(None), *within(box, grown))] = fused
     cubes = [c and c.shifted(tuple(lo)) for c in cubes]  # in the grown window's voxels
     refined, change = refine_probabilities(
         refiner, data[grown], window, spacing, threshold, device, cubes

@@ -7,6 +7,18 @@ import numpy as np
 Box = tuple[slice, slice, slice]
 
 
+def within(box: Box, outer: Box) -> Box:
+    """``box`` (in a volume's voxels) as slices into the array that covers ``outer``.
+
+    Example:
+        >>> within((slice(3, 5),) * 3, (slice(1, 9),) * 3)
+        (slice(2, 4, None), slice(2, 4, None), slice(2, 4, None))
+    """
+    return tuple(
+        slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, outer, strict=True)
+    )  # type: ignore[return-value]
+
+
 def nonzero_bbox(data: np.ndarray, margin: int = 1) -> Box:
     """Bounding box of the non-zero voxels, grown by ``margin`` voxels and clipped to the image.
 
