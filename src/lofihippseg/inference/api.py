@@ -39,6 +39,7 @@ from lofihippseg.inference.settings import PredictSettings
 from lofihippseg.io.atomic import remove_stale_temps
 from lofihippseg.io.nifti import (
     NIFTI_SUFFIXES,
+    Volume,
     dicom_folder_hint,
     is_image_file,
     load_image,
@@ -314,11 +315,22 @@ def _write_case(
     settings: PredictSettings,
     model: LoadedModel,
     layout: OutputLayout | None = None,
+    *,
+    volume: Volume | None = None,
+    prediction: Prediction | None = None,
+    case: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> CaseResult:
+    """Segment one case and write its outputs (the sidecar last).
+
+    ``volume`` (an already loaded or combined image, e.g. a session's stacks on one grid),
+    ``prediction`` (made elsewhere on that volume's grid), ``case`` (its name) and ``extra``
+    (more sidecar keys) let ``lofihippseg.stacks`` write a session like any other case.
+    """
     layout = layout or FlatLayout(settings.lisa_names)
-    case = layout.case_id(path)
-    volume = load_image(path)
-    pred: Prediction = predictor.predict_volume(volume)
+    case = case or layout.case_id(path)
+    volume = volume if volume is not None else load_image(path)
+    pred: Prediction = prediction or predictor.predict_volume(volume)
     written: dict[str, str] = {}
     save_like(pred.labels, volume, paths["labels"], dtype=np.uint8)
     written["labels"] = str(paths["labels"])
@@ -364,6 +376,7 @@ def _write_case(
         "spacing_mm": [float(v) for v in volume.spacing],
     }
     sidecar.update(layout.sidecar_extra(case, path))
+    sidecar.update(extra or {})
     save_json(sidecar, paths["sidecar"])  # last: marks the case as finished
     layout.failure_path(out_dir, case).unlink(missing_ok=True)
     return CaseResult(case, path, "ok", outputs=written, row=row, seconds=pred.timings["total_s"])
