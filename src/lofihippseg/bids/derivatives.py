@@ -32,6 +32,7 @@ from lofihippseg.errors import LoFiError
 from lofihippseg.inference.layout import FAILURE_SUFFIX, FAILURES_DIR, OutputLayout
 from lofihippseg.io.atomic import atomic_path
 from lofihippseg.io.paths import safe_output_path
+from lofihippseg.reporting.volumes import quality_columns
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,12 @@ TABLE_COLUMNS = (
     "asymmetry_index",
     "view_dice",
     "contrast_family",  # the pair of networks that segmented the image (models with several)
+    # per side: the quality estimator's predicted Dice (n/a: no estimator) and review flag
+    "left_predicted_dice",
+    "right_predicted_dice",
+    "left_review",
+    "right_review",
+    "review_reasons",
     "status",
     "error",
 )
@@ -185,6 +192,14 @@ def write_tsv(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...]) 
     return path
 
 
+def _quality_columns(quality: Any) -> dict[str, Any]:
+    """The TSV's per-side quality columns of a sidecar's ``quality`` block (absent: n/a)."""
+    if not isinstance(quality, dict):
+        return {}
+    out = quality_columns(quality)
+    return {k: None if isinstance(v, float) and v != v else v for k, v in out.items()}
+
+
 def subject_rows(out_dir: Path, subject: str) -> list[dict[str, Any]]:
     """Rows of one subject, read from what predict wrote (sidecars and failure records)."""
     rows = []
@@ -214,6 +229,7 @@ def subject_rows(out_dir: Path, subject: str) -> list[dict[str, Any]]:
                 "source": source,
                 **{k: volumes.get(k) for k in VOLUME_COLUMNS},
                 "contrast_family": (data.get("effective") or {}).get("contrast_family"),
+                **_quality_columns(data.get("quality")),
                 "status": data.get("status") or volumes.get("status") or "ok",
                 "error": None,
             }

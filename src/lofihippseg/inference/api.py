@@ -54,9 +54,16 @@ from lofihippseg.io.paths import (
 )
 from lofihippseg.io.readback import outputs_problem
 from lofihippseg.metrics.visibility import sides_visibility
-from lofihippseg.reporting.qc import save_qc_png
+from lofihippseg.quality.assess import assess_prediction
+from lofihippseg.quality.estimator import find_estimator
+from lofihippseg.reporting.qc import qc_title, save_qc_png
 from lofihippseg.reporting.status import case_status
-from lofihippseg.reporting.volumes import read_rows, update_volumes_csv, volume_row
+from lofihippseg.reporting.volumes import (
+    quality_columns,
+    read_rows,
+    update_volumes_csv,
+    volume_row,
+)
 
 __all__ = [
     "PredictSettings",
@@ -347,11 +354,14 @@ def _write_case(
     )
     row.update(status=quality.status, status_reason=quality.reason)
     row["contrast_family"] = pred.info.get("contrast_family") or ""
+    # per side: predicted Dice (the model's quality estimator, if fitted for it) and review
+    side_quality, pred.timings["quality_s"] = assess_prediction(
+        volume.data, volume.spacing, pred, row["left_ml"], row["right_ml"],
+        *find_estimator(model.source), settings.threshold,
+    )  # fmt: skip
+    row.update(quality_columns(side_quality))
     if settings.qc:
-        title = (
-            f"{case}   left {row['left_ml']:.2f} mL   right {row['right_ml']:.2f} mL   "
-            f"view Dice {row['view_dice']:.2f}"
-        )
+        title = qc_title(case, row, side_quality)
         save_qc_png(volume.data, pred.labels, volume.spacing, paths["qc"], title)
         written["qc"] = str(paths["qc"])
     table = layout.table(out_dir)
@@ -371,6 +381,7 @@ def _write_case(
         "edge_visibility": sides_visibility(volume.data, pred.labels),
         "status": quality.status,
         "status_reason": quality.reason,
+        "quality": side_quality,
         "flags": list(quality.flags),
         "input_shape": [int(n) for n in volume.source.shape[:3]],
         "spacing_mm": [float(v) for v in volume.spacing],

@@ -12,7 +12,9 @@ agreement of the two views is below ``MIN_VIEW_DICE``, or when predict's own ``s
 ``ok``. Robust z only finds cases unlike the rest of the cohort, so values that cannot be right
 whatever the cohort are flagged too (absolute rule): an asymmetry index beyond
 ``±MAX_ABS_ASYMMETRY``, or a side's volume outside the plausible range of
-``reporting.status.StatusRules`` (0.5-8.0 mL).
+``reporting.status.StatusRules`` (0.5-8.0 mL). A side that predict sent to review (its
+sidecar's ``quality`` block: predicted Dice below the estimator's threshold, or a per-side rule)
+flags its case too, and such cases come first.
 
 A sidecar that does not read back (truncated, not JSON) makes its case ``failed``, so the
 report never shows fewer failures than there are.
@@ -62,6 +64,17 @@ class CohortCase:
     flags: list[str] = field(default_factory=list)
     z: dict[str, float] = field(default_factory=dict)
     status_reason: str = ""
+    # per side: {"predicted_dice": float | None, "review": bool, "reasons": [...]} (sidecar)
+    quality: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def review_sides(self) -> list[str]:
+        """The sides predict sent to review."""
+        return [s for s in ("left", "right") if (self.quality.get(s) or {}).get("review")]
+
+    def predicted_dice(self, side: str) -> float | None:
+        """The side's predicted Dice (None: no estimator, or not recorded)."""
+        return _number((self.quality.get(side) or {}).get("predicted_dice"))
 
     @property
     def failed(self) -> bool:
@@ -83,6 +96,10 @@ class Cohort:
     versions: Counter = field(default_factory=Counter)
     models: Counter = field(default_factory=Counter)
     settings: list[tuple[dict[str, Any], int]] = field(default_factory=list)
+    # the quality estimators used (file name or "no estimator: why"), and what each recorded
+    estimators: Counter = field(default_factory=Counter)
+    review_below: dict[str, float] = field(default_factory=dict)
+    validation: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def failures(self) -> list[CohortCase]:
@@ -145,7 +162,16 @@ def _sidecar_case(path: Path) -> str:
 
 
 def _settings_summary(data: dict[str, Any]) -> dict[str, Any]:
-    per_case = ("roi_", "grid_spacing_mm", "edge_refinement", "refiner_change")  # found per case
+    per_case = (  # found per case, not chosen for the cohort
+        "roi_",
+        "grid_spacing_mm",
+        "edge_refinement",
+        "refiner_change",
+        "family_view_agreement",
+        "contrast_family",
+        "tta_roi_fallback",
+        "pooled_voxels",
+    )
     effective = {
         k: v for k, v in (data.get("effective") or {}).items() if not k.startswith(per_case)
     }
@@ -189,6 +215,17 @@ def collect_cohort(root: str | Path) -> Cohort:
         qc = _find_output(root, path, (data.get("outputs") or {}).get("qc"))
         cases[case] = CohortCase(case, status, values, qc, **_subject(case))
         cases[case].status_reason = str(data.get("status_reason") or "")
+        quality = data.get("quality")
+        if isinstance(quality, dict):
+            cases[case].quality = {
+                s: q for s in ("left", "right") if isinstance(q := quality.get(s), dict)
+            }
+            note = str(quality.get("estimator") or "")
+            cohort.estimators[note] += 1
+            if (below := _number(quality.get("review_below"))) is not None:
+                cohort.review_below[note] = below
+            if isinstance(quality.get("validation"), dict):
+                cohort.validation[note] = quality["validation"]
         cohort.versions[str(data.get("version", "?"))] += 1
         model = data.get("model") or {}
         recipe = (model.get("spec") or {}).get("recipe", "?")
@@ -279,6 +316,11 @@ def flag_outliers(
         if dice is not None and dice < min_view_dice and not said:
             case.flags.append(f"view agreement {dice:.2f} < {min_view_dice:g}")
         case.flags.extend(absolute_flags(case))
+        for side in case.review_sides:
+            reasons = ", ".join(case.quality[side].get("reasons") or [])
+            case.flags.append(
+                f"{side} side to review ({reasons})" if reasons else f"{side} side to review"
+            )
     for metric, label in Z_METRICS.items():
         have = [c for c in done if metric in c.values]
         if len(have) < MIN_CASES_FOR_Z:

@@ -30,6 +30,7 @@ from lofihippseg.reporting.cohort import (
     collect_cohort,
 )
 from lofihippseg.reporting.figures import cohort_figures, data_uri, thumbnail_jpeg
+from lofihippseg.reporting.status import StatusRules
 from lofihippseg.reporting.volumes import read_rows
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -68,9 +69,42 @@ def _case_view(case: CohortCase, report_dir: Path, thumbnails: bool) -> dict[str
         "flags": case.flags,
         "error": case.error,
         "values": {k: _fmt(case.values.get(k)) for k in METRICS},
+        "predicted": {s: _fmt(case.predicted_dice(s), 2) for s in ("left", "right")},
+        "review": case.review_sides,
         "thumb": data_uri(thumb, "image/jpeg") if thumb else None,
         "link": link,
     }
+
+
+def review_order(case: CohortCase) -> tuple[int, float, str]:
+    """Sort key: sides to review first, then other flagged cases, then the rest; within each,
+    the lowest predicted Dice first.
+
+    Example:
+        >>> a = CohortCase("a", flags=["x"], quality={"left": {"review": True}})
+        >>> b = CohortCase("b", flags=["y"])
+        >>> [c.case for c in sorted([CohortCase("c"), b, a], key=review_order)]
+        ['a', 'b', 'c']
+    """
+    group = 0 if case.review_sides else 1 if case.flagged else 2
+    dice = [d for s in ("left", "right") if (d := case.predicted_dice(s)) is not None]
+    return group, min(dice) if dice else 1.0, case.case
+
+
+def review_rule(cohort: Cohort) -> str:
+    """The per-side review rule in words (as predict applied it)."""
+    rules = StatusRules()
+    parts = []
+    for note, below in sorted(cohort.review_below.items()):
+        parts.append(f"a predicted Dice below {below:g} (quality estimator {note})")
+    if any(n.startswith("no estimator") for n in cohort.estimators):
+        parts.append("no predicted Dice where the model had no quality estimator")
+    parts.append(
+        f"an empty side, a volume outside {rules.min_side_ml:g}-{rules.max_side_ml:g} mL, one "
+        f"side more than {rules.max_side_ratio:g} times the other (both sides), or an "
+        "implausible scan"
+    )
+    return "; ".join(parts)
 
 
 def _model_line(cohort: Cohort) -> tuple[str, str]:
@@ -89,6 +123,7 @@ def methods_text(cohort: Cohort, z_limit: float, min_view_dice: float) -> str:
     fusion = settings.get("fusion", "mean")
     tta = " with test-time left-right mirror augmentation" if settings.get("tta") else ""
     n, n_failed = len(cohort.cases), len(cohort.failures)
+    n_review = sum(len(c.review_sides) for c in cohort.done)
     grid = settings.get("working_grid_mm")
     where = (
         f"resampled to a {grid:g} mm isotropic working grid for the networks where their voxel "
@@ -105,13 +140,50 @@ def methods_text(cohort: Cohort, z_limit: float, min_view_dice: float) -> str:
         f"(recipe '{recipe}'; the two views' probabilities fused by {fusion}{tta}). Images were "
         f"{where}; volumes were computed as the number of labelled voxels (on the grid of the "
         "image) times the voxel volume. The Dice overlap of the two networks' segmentations "
-        "(view agreement) was recorded for each image as a quality indicator. All "
-        f"segmentations were inspected visually; cases were flagged for review when the left or "
+        "(view agreement) was recorded for each image. "
+        f"{quality_text(cohort, n_review)}Cases were flagged for review when the left or "
         f"right volume or the asymmetry index lay more than {z_limit:g} robust standard "
         f"deviations from the cohort median (|x - median| / (1.4826 x MAD) > {z_limit:g}), the "
         f"view agreement was below {min_view_dice:g}, the absolute asymmetry index exceeded "
         f"{MAX_ABS_ASYMMETRY:g} or a volume lay outside {PLAUSIBLE_ML[0]:g}-{PLAUSIBLE_ML[1]:g} "
-        f"mL. {n_failed} image(s) could not be processed."
+        f"mL. {n_failed} image(s) could not be processed. Whether the flagged segmentations "
+        "were inspected, and what was done with them, is not known to the tool and should be "
+        "stated by the authors."
+    )
+
+
+def quality_text(cohort: Cohort, n_review: int) -> str:
+    """The methods' sentences on the per-side quality estimate (only what the tool did)."""
+    rules = StatusRules()
+    rule = (
+        f"a side was sent to review when it was empty, its volume lay outside "
+        f"{rules.min_side_ml:g}-{rules.max_side_ml:g} mL, one side was more than "
+        f"{rules.max_side_ratio:g} times the other, or the scan's geometry was implausible"
+    )
+    estimators = [n for n in cohort.estimators if not n.startswith("no estimator")]
+    if not estimators:
+        return (
+            f"No quality estimator was available for this model, so no Dice was predicted; {rule}"
+            f" ({n_review} side(s) sent to review). "
+        )
+    note = estimators[0]
+    below = cohort.review_below.get(note)
+    v = cohort.validation.get(note) or {}
+    figures = ""
+    if v:
+        figures = (
+            f" (on held-back scans: Spearman correlation {v.get('spearman', float('nan')):.2f} "
+            f"with the true Dice, mean absolute error {v.get('mae', float('nan')):.3f}, "
+            f"{v.get('n', '?')} sides)"
+        )
+    threshold = f"below {below:g}" if below is not None else "below its threshold"
+    rule_when = rule.split(" when ", 1)[1]
+    return (
+        "For each side, a Dice overlap with a manual segmentation was predicted by a quality "
+        f"estimator fitted for this model from its own predictions on scans with known labels "
+        f"({note}){figures}; a predicted Dice is an estimate, not a measurement. A side was "
+        f"sent to review when its predicted Dice was {threshold}, or when {rule_when}"
+        f" ({n_review} side(s) sent to review). "
     )
 
 
@@ -124,9 +196,9 @@ def render_report(
     """The report's HTML for a collected cohort."""
     report_dir = report_path.resolve().parent
     cases = [_case_view(c, report_dir, thumbnails) for c in cohort.cases]
-    grid = sorted(
-        (c for c in cases if not c["failed"]), key=lambda c: (not c["flagged"], c["case"])
-    )
+    order = {c.case: review_order(c) for c in cohort.cases}
+    cases = sorted(cases, key=lambda c: (not c["failed"], order[c["case"]]))
+    grid = [c for c in cases if not c["failed"]]
     figures = {
         k: data_uri(v, "image/png") for k, v in cohort_figures(cohort.cases, MIN_VIEW_DICE).items()
     }
@@ -147,6 +219,9 @@ def render_report(
         "n_flagged": sum(c["flagged"] for c in cases),
         "failures": [c for c in cases if c["failed"]],
         "flagged": [c for c in cases if c["flagged"]],
+        "n_review_sides": sum(len(c["review"]) for c in cases),
+        "review_rule": review_rule(cohort),
+        "estimators": cohort.estimators.most_common(),
         "cases": cases,
         "grid": grid,
         "figures": figures,

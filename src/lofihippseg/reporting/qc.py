@@ -100,6 +100,39 @@ def _draw(ax, image, labels, spacing, plane, centre, vmin, vmax) -> None:
     ax.set_yticks([])
 
 
+def qc_title(case: str, row: dict, quality: dict | None = None) -> str:
+    """The QC picture's title: volumes, view agreement and, per side, the predicted Dice and
+    whether it goes to review.
+
+    Example:
+        >>> q = {"left": {"predicted_dice": 0.84, "review": False},
+        ...      "right": {"predicted_dice": 0.51, "review": True}}
+        >>> print(qc_title("c1", {"left_ml": 3.1, "right_ml": 2.9, "view_dice": 0.8}, q))
+        c1   left 3.10 mL   right 2.90 mL   view Dice 0.80
+        predicted Dice: left 0.84, right 0.51 REVIEW
+    """
+    dice = row.get("view_dice")
+    dice_text = "-" if dice is None or dice != dice else f"{dice:.2f}"
+    title = (
+        f"{case}   left {row['left_ml']:.2f} mL   right {row['right_ml']:.2f} mL   "
+        f"view Dice {dice_text}"
+    )
+    if not quality:
+        return title
+    parts = []
+    for side in ("left", "right"):
+        part = quality.get(side) or {}
+        value = part.get("predicted_dice")
+        text = f"{side} {'-' if value is None else f'{value:.2f}'}"
+        parts.append(text + (" REVIEW" if part.get("review") else ""))
+    label = (
+        "predicted Dice"
+        if any((quality.get(s) or {}).get("predicted_dice") is not None for s in ("left", "right"))
+        else "no quality estimator"
+    )
+    return f"{title}\n{label}: {', '.join(parts)}"
+
+
 def save_qc_png(
     image: np.ndarray,
     labels: np.ndarray,

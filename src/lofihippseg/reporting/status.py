@@ -9,10 +9,17 @@ A case is given the first status of this list whose rule it meets (the order is 
 - ``empty``: the left or the right hippocampus (or both) was not found.
 - ``implausible_volume``: a side's volume is outside 0.5-8.0 mL. Adult hippocampi measure about
   2.5-5 mL each, a term newborn's about 1 mL, so this range holds from infancy on.
+- ``asymmetric``: one side's volume is more than twice the other's (an asymmetry index beyond
+  +-0.67); real hippocampi differ by far less, so one of the two outlines is wrong.
 - ``low_agreement``: the two views' segmentations agree with a Dice below 0.5 (look at it).
 - ``ok``: none of these.
 
 A case that could not be segmented at all is ``failed`` (written by ``predict``, not here).
+
+:func:`side_review_reasons` applies the same rules per side, for the sidecar's ``quality``
+block (``quality.assess``): a side goes to review when it is empty, outside the plausible range,
+more than twice the other side or under half of it (both sides: either outline may be the
+wrong one), or when the scan itself is implausible.
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ EMPTY = "empty"
 IMPLAUSIBLE_VOLUME = "implausible_volume"
 LOW_AGREEMENT = "low_agreement"
 IMPLAUSIBLE_INPUT = "implausible_input"
+ASYMMETRIC = "asymmetric"
 FAILED = "failed"
 # most severe first: the status of a case is the first one whose rule it meets
-SEVERITY = (IMPLAUSIBLE_INPUT, EMPTY, IMPLAUSIBLE_VOLUME, LOW_AGREEMENT)
+SEVERITY = (IMPLAUSIBLE_INPUT, EMPTY, IMPLAUSIBLE_VOLUME, ASYMMETRIC, LOW_AGREEMENT)
 STATUSES = (OK, *SEVERITY, FAILED)
 
 
@@ -43,6 +51,7 @@ class StatusRules:
         max_anisotropy: largest ratio of the longest to the shortest voxel side.
         min_side_ml: smallest plausible volume of one hippocampus.
         max_side_ml: largest plausible volume of one hippocampus.
+        max_side_ratio: a side more than this many times the other is ``asymmetric``.
         min_view_dice: view-agreement Dice below this is ``low_agreement``.
     """
 
@@ -52,6 +61,7 @@ class StatusRules:
     max_anisotropy: float = 4.0
     min_side_ml: float = 0.5
     max_side_ml: float = 8.0
+    max_side_ratio: float = 2.0
     min_view_dice: float = 0.5
 
 
@@ -139,6 +149,9 @@ def case_status(
             found[IMPLAUSIBLE_VOLUME].append(
                 f"{side} volume {ml:.3g} mL outside {rules.min_side_ml:g}-{rules.max_side_ml:g} mL"
             )
+    ratio = asymmetry_reason(left_ml, right_ml, rules)
+    if ratio:
+        found[ASYMMETRIC].append(ratio)
     if view_dice is not None and not math.isnan(view_dice) and view_dice < rules.min_view_dice:
         found[LOW_AGREEMENT].append(
             f"view agreement Dice {view_dice:.2f} below {rules.min_view_dice:g}"
@@ -146,3 +159,57 @@ def case_status(
     flags = tuple(name for name in SEVERITY if found[name])
     reasons = tuple(r for name in SEVERITY for r in found[name])
     return CaseStatus(flags[0] if flags else OK, flags, reasons)
+
+
+def asymmetry_reason(left_ml: float, right_ml: float, rules: StatusRules = StatusRules()) -> str:
+    """Why the two sides cannot both be right (one more than ``max_side_ratio`` times the
+    other), or '' (also when a side is empty: that is its own rule).
+
+    Example:
+        >>> asymmetry_reason(2.1, 4.4)
+        'right 4.4 mL is 2.1 times left 2.1 mL (over 2)'
+    """
+    if left_ml <= 0 or right_ml <= 0:
+        return ""
+    (big, big_ml), (small, small_ml) = sorted(
+        (("left", left_ml), ("right", right_ml)), key=lambda t: -t[1]
+    )
+    ratio = big_ml / small_ml
+    if ratio <= rules.max_side_ratio:
+        return ""
+    return (
+        f"{big} {big_ml:.3g} mL is {ratio:.2g} times {small} {small_ml:.3g} mL "
+        f"(over {rules.max_side_ratio:g})"
+    )
+
+
+def side_review_reasons(
+    left_ml: float,
+    right_ml: float,
+    shape: Sequence[int],
+    spacing: Sequence[float],
+    rules: StatusRules = StatusRules(),
+) -> dict[str, list[str]]:
+    """Per side, the rules that send it to review (module docstring); empty lists when none.
+
+    Example:
+        >>> side_review_reasons(2.1, 4.4, (160, 192, 176), (1.0, 1.0, 1.0))["left"]
+        ['right 4.4 mL is 2.1 times left 2.1 mL (over 2)']
+        >>> side_review_reasons(0.0, 3.0, (160, 192, 176), (1.0, 1.0, 1.0))["left"]
+        ['not found']
+    """
+    scan = [f"scan: {p}" for p in input_problems(shape, spacing, rules)]
+    ratio = asymmetry_reason(left_ml, right_ml, rules)
+    out: dict[str, list[str]] = {}
+    for side, ml in (("left", left_ml), ("right", right_ml)):
+        reasons = list(scan)
+        if ml <= 0:
+            reasons.append("not found")
+        elif not rules.min_side_ml <= ml <= rules.max_side_ml:
+            reasons.append(
+                f"volume {ml:.3g} mL outside {rules.min_side_ml:g}-{rules.max_side_ml:g} mL"
+            )
+        if ratio:
+            reasons.append(ratio)
+        out[side] = reasons
+    return out

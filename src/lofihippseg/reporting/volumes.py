@@ -28,6 +28,13 @@ COLUMNS = (
     "status",
     "status_reason",
     "contrast_family",  # the pair of networks that segmented the case (models with several)
+    # per side: the quality estimator's predicted Dice (empty: no estimator for the model) and
+    # whether the side goes to review (``quality.assess``), with the reasons
+    "left_predicted_dice",
+    "right_predicted_dice",
+    "left_review",
+    "right_review",
+    "review_reasons",
 )
 
 
@@ -85,6 +92,28 @@ def volume_row(
         "status": status,
         "status_reason": status_reason,
     }
+
+
+def quality_columns(quality: dict[str, Any]) -> dict[str, Any]:
+    """The CSV columns of a sidecar's ``quality`` block (``quality.assess.side_quality``).
+
+    Example:
+        >>> q = {"left": {"predicted_dice": 0.81, "review": False, "reasons": []},
+        ...      "right": {"predicted_dice": None, "review": True, "reasons": ["not found"]}}
+        >>> quality_columns(q)["right_predicted_dice"], quality_columns(q)["review_reasons"]
+        (nan, 'right: not found')
+    """
+    out: dict[str, Any] = {}
+    reasons = []
+    for side in ("left", "right"):
+        part = quality.get(side) or {}
+        dice = part.get("predicted_dice")
+        out[f"{side}_predicted_dice"] = float("nan") if dice is None else float(dice)
+        out[f"{side}_review"] = bool(part.get("review"))
+        if part.get("reasons"):
+            reasons.append(f"{side}: " + ", ".join(part["reasons"]))
+    out["review_reasons"] = "; ".join(reasons)
+    return out
 
 
 @contextlib.contextmanager
