@@ -266,3 +266,28 @@ def test_build_table_on_two_real_heads(tmp_path):
     build_table(predictor, data, tmp_path)  # resumes: only the second head is new
     rows = read_table(table)
     assert len(rows) == 4 and all(0 <= r["dice"] <= 1 for r in rows)
+
+
+def test_bids_volumes_table_has_the_quality_columns(tmp_path):
+    from lofihippseg.bids.derivatives import TABLE_COLUMNS, subject_rows, write_tsv
+
+    anat = tmp_path / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    quality = {
+        "left": {"predicted_dice": 0.81, "review": False, "reasons": []},
+        "right": {"predicted_dice": 0.42, "review": True, "reasons": ["predicted Dice 0.42"]},
+    }
+    sidecar = {"volumes": {"left_ml": 3.0, "right_ml": 2.9}, "status": "ok", "quality": quality}
+    (anat / "sub-01_acq-a_space-orig_desc-hippocampus_dseg.json").write_text(json.dumps(sidecar))
+    del sidecar["quality"]  # an older sidecar: n/a
+    (anat / "sub-01_acq-b_space-orig_desc-hippocampus_dseg.json").write_text(
+        json.dumps(sidecar)
+    )
+    rows = subject_rows(tmp_path, "01")
+    table = write_tsv(tmp_path / "t.tsv", rows, TABLE_COLUMNS).read_text().splitlines()
+    header = table[0].split("\t")
+    cells = [dict(zip(header, line.split("\t"), strict=True)) for line in table[1:]]
+    by_dice = {c["right_predicted_dice"]: c for c in cells}
+    assert by_dice["0.42"]["right_review"] == "True"
+    assert by_dice["0.42"]["review_reasons"] == "right: predicted Dice 0.42"
+    assert by_dice["n/a"]["left_review"] == "n/a"

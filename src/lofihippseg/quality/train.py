@@ -53,6 +53,7 @@ class FitSettings:
         bins: candidate thresholds per feature (quantiles).
         folds: out-of-fold folds (grouped by case) for the calibration and the threshold.
         catch: out-of-fold share of sides under 0.6 the review threshold must catch.
+        features: the inputs (names of ``quality.features.FEATURES``).
     """
 
     n_trees: int = 120
@@ -63,6 +64,7 @@ class FitSettings:
     bins: int = 32
     folds: int = 5
     catch: float = 0.93
+    features: tuple[str, ...] = FEATURES
 
 
 def _edges(x: np.ndarray, bins: int) -> list[np.ndarray]:
@@ -259,7 +261,7 @@ def fit_rows(
     """Fit the estimator on table rows; returns it and its out-of-fold predictions."""
     if len(rows) < 4 * s.folds:
         raise LoFiError(f"only {len(rows)} sides to fit the quality estimator on; build more")
-    x, y = matrix(rows), np.array([float(r["dice"]) for r in rows])
+    x, y = matrix(rows, s.features), np.array([float(r["dice"]) for r in rows])
     cases = sorted({r["case"] for r in rows})
     folds = np.random.default_rng(seed).permutation(len(cases)) % s.folds
     fold_of = dict(zip(cases, folds, strict=True))
@@ -273,9 +275,10 @@ def fit_rows(
     calibrated = np.clip(np.interp(oof, cx, cy), 0, 1)
     threshold = review_threshold(calibrated, y, s.catch)
     trees = fit_trees(x, y, s, seed)
-    est = QualityEstimator(FEATURES, trees, cx, cy, threshold)
+    est = QualityEstimator(tuple(s.features), trees, cx, cy, threshold)
     est.meta["out_of_fold"] = figures(calibrated, y, calibrated < threshold)
-    est.meta["fit"] = {**dataclasses.asdict(s), "seed": seed, "n_sides": len(rows)}
+    fit = {k: v for k, v in dataclasses.asdict(s).items() if k != "features"}
+    est.meta["fit"] = {**fit, "seed": seed, "n_sides": len(rows)}
     return est, calibrated
 
 
