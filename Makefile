@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup example demo test test-all lint bench clean
+.PHONY: setup example demo test test-all lint bench clean model model-smoke model-plan model-status
 
 $(BIN)/lofihippseg: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,24 @@ test: setup
 
 test-all: setup
 	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+# The default model's recipe (release/recipe.toml) as a resumable campaign under runs/model:
+# run it again to continue where it stopped. MODEL_ARGS: e.g. --scale 4 --device cuda.
+MODEL_ARGS ?=
+model: setup
+	OMP_NUM_THREADS=1 $(BIN)/python -m lofihippseg.recipe run --out runs/model $(MODEL_ARGS)
+
+# Every stage of the recipe at toy scale, from scratch (minutes); the last line is the bundle.
+model-smoke: setup
+	rm -rf runs/model-smoke
+	OMP_NUM_THREADS=1 $(BIN)/python -m lofihippseg.recipe run --profile smoke --out runs/model-smoke
+
+# The campaign's cost from measured timings (its own, else the smoke run's), and where it stands.
+model-plan: setup
+	$(BIN)/python -m lofihippseg.recipe plan --out runs/model --timings runs/model-smoke $(MODEL_ARGS)
+
+model-status: setup
+	$(BIN)/python -m lofihippseg.recipe status --out runs/model $(MODEL_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

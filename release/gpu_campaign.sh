@@ -8,8 +8,8 @@
 #      (synthetic boxes made on the fly by CPU workers + the MSD training crops);
 #   3. its last checkpoint exported as a float16 bundle of that pair (about 10 MB).
 # Back in OUT: gpu_t2.pt, metrics.csv, train.log, config.json, summary.txt. Here, join it with
-# the `t1` pair and the localiser (`train_release_model.py --export` with `--add-family`) and
-# measure it with release/model_card.py before shipping anything.
+# the `t1` pair and the localiser (`python -m lofihippseg.recipe.pairs --export` with `--add-family`) and
+# measure it with python -m lofihippseg.recipe.card before shipping anything.
 #
 # Usage:
 #   python release/gpu_pack.py --out gpu_data      # here, once (needs ../shared)
@@ -50,7 +50,7 @@ EOF
 }
 
 train() {  # train NAME LIMIT_SECONDS
-  timeout "$2" "$PY" release/train_release_model.py --config "$WORK/$1.json" \
+  timeout "$2" "$PY" -m lofihippseg.recipe.pairs --config "$WORK/$1.json" \
     > "$WORK/$1.out" 2>&1
 }
 
@@ -79,7 +79,7 @@ RUN="$WORK/gpu_t2"
 cp "$WORK/gpu_t2.json" "$OUT/config.json"
 for f in metrics.csv train.log; do [[ -f "$RUN/$f" ]] && cp "$RUN/$f" "$OUT/"; done
 if [[ -f "$RUN/checkpoints/last.pt" ]]; then
-  "$PY" release/train_release_model.py --export "$RUN" --checkpoint last.pt --family t2 \
+  "$PY" -m lofihippseg.recipe.pairs --export "$RUN" --checkpoint last.pt --family t2 \
     --export-to "$OUT/gpu_t2.pt" 2>&1 | tail -n 1 | tee -a "$SUMMARY"
 else
   echo "no checkpoint written:" | tee -a "$SUMMARY"; tail -n 20 "$WORK/gpu_t2.out" | tee -a "$SUMMARY"

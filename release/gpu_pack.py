@@ -27,8 +27,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from make_pool import split_maps  # noqa: E402
+from lofihippseg.recipe.pools import split_maps  # noqa: E402
 
 SHARED = HERE.parent.parent / "shared" / "data"
 BUNDLE = "src/lofihippseg/data/model/lofihippseg_default.pt"  # relative to the repository
@@ -91,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("gpu_data"), help="folder to write (new)")
     p.add_argument("--maps", type=Path, default=SHARED / "synthseg_label_maps")
     p.add_argument("--trainval", type=Path, default=Path("runs/msd/msd_trainval.csv"),
-                   help="the MSD training split's CSV (release/msd_split.py)")  # fmt: skip
+                   help="the MSD training split's CSV (lofihippseg.recipe.msd)")  # fmt: skip
     p.add_argument("--crops", type=int, default=100, help="crops to pack (0: none)")
     p.add_argument("--config", type=Path, default=HERE / "release_config.json")
     p.add_argument("--batch", type=int, default=8)

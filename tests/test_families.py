@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from cohort_helpers import BrightNet
-from conftest import release_module, write_nifti
+from conftest import write_nifti
 from test_predict import synthetic_head
 
 from lofihippseg.cli import main
@@ -57,7 +57,7 @@ def test_the_pair_whose_views_agree_best_is_kept(head):
     pair_s = pred.timings["pair_t1_s"], pred.timings["pair_t2_s"]
     # each pair's time, then the kept pair's post-processing (once)
     total = sum(pair_s) + pred.timings["postprocess_s"]
-    assert min(pair_s) > 0 and pred.timings["total_s"] == pytest.approx(total)
+    assert min(pair_s) > 0 and pred.timings["total_s"] == pytest.approx(total, abs=0.05)
     assert (pred.labels == 1).sum() > 20 and (pred.labels == 2).sum() > 20
 
 
@@ -85,7 +85,7 @@ def test_tta_mirrors_only_the_kept_pair(head):
     assert [n.calls for n in (*t2, *t1)] == [2, 2, 3, 3]
     assert pred.timings["tta_s"] > 0
     total = pred.timings["pair_t1_s"] + pred.timings["pair_t2_s"] + pred.timings["tta_s"]
-    assert pred.timings["total_s"] == pytest.approx(total + pred.timings["postprocess_s"])
+    assert pred.timings["total_s"] == pytest.approx(total + pred.timings["postprocess_s"], abs=0.05)
     np.testing.assert_array_equal(pred.labels, plain.labels)  # BrightNet is mirror-symmetric
 
 
@@ -183,7 +183,8 @@ def _fake_run(folder: Path, spec: ModelSpec, seed: int, iteration: int) -> dict:
 
 
 def test_release_export_writes_one_pair_per_family(tmp_path):
-    export = release_module("train_release_model").export
+    from lofihippseg.recipe.pairs import export
+
     spec = ModelSpec(n_filters=4)
     t2 = _fake_run(tmp_path / "t2", spec, 0, 30)
     t1 = _fake_run(tmp_path / "t1", spec, 1, 20)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
 import pytest
 import torch
-from conftest import release_module, write_nifti
+from conftest import write_nifti
 
 from lofihippseg.inference.model_loading import load_model
 from lofihippseg.io.datasets import Case
@@ -98,7 +99,7 @@ def test_train_resume_and_bundle(tmp_path):
     torch.save(
         bundle_dict(fine, build_vnet(fine).state_dict(), build_vnet(fine).state_dict()), bundle
     )
-    add_to_bundle = release_module("train_localiser").add_to_bundle
+    add_to_bundle = importlib.import_module("lofihippseg.recipe.localiser").add_to_bundle
     add_to_bundle(tmp_path / "loc" / "localiser.pt", bundle)
     model = load_model(str(bundle))
     assert model.localiser is not None and model.localiser.spec == spec

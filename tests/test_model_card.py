@@ -1,14 +1,15 @@
-"""release/model_card.py's helpers."""
+"""lofihippseg.recipe.card's helpers."""
 
 from __future__ import annotations
 
+import importlib
+
 import nibabel as nib
 import numpy as np
-from conftest import release_module
 
 
 def test_mirrored_copy_swaps_left_and_right_in_world_space(tmp_path):
-    model_card = release_module("model_card")
+    model_card = importlib.import_module("lofihippseg.recipe.card")
     data = np.zeros((6, 5, 4), np.uint8)
     data[1, 2, 2] = 1  # one voxel near the left (low voxel i)
     affine = np.array([[0, 0, 2.0, -3], [-1.5, 0, 0, 4], [0, 1, 0, 5], [0, 0, 0, 1]])
@@ -28,7 +29,7 @@ def test_mirrored_copy_swaps_left_and_right_in_world_space(tmp_path):
 def test_synthetic_cases_draw_the_card_or_the_validation_anatomy(tmp_path, monkeypatch):
     """The card's scans come from the held-back maps 14-16, validation twins
     (``--anatomy train``) from the training maps 01-13 only."""
-    model_card = release_module("model_card")
+    model_card = importlib.import_module("lofihippseg.recipe.card")
     maps = tmp_path / "maps"
     maps.mkdir()
     for i in (1, 2, 14, 15, 16):

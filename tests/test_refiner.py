@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import numpy as np
 import pytest
 import torch
 from cohort_helpers import fake_model
-from conftest import release_module, run_cli, write_nifti
+from conftest import run_cli, write_nifti
 from test_predict import synthetic_head
 
 from lofihippseg.errors import LoFiError
@@ -93,7 +94,7 @@ def small_bundle(tmp_path, refiner: rf.Refiner | None):
         return path
     torch.save(refiner.state_dict(), tmp_path / "refiner.pt")
     out = tmp_path / "with_refiner.pt"
-    add = release_module("train_refiner").add_to_bundle
+    add = importlib.import_module("lofihippseg.recipe.refiner_training").add_to_bundle
     add(tmp_path / "refiner.pt", path, out)
     return out
 
@@ -119,7 +120,7 @@ def test_a_bundle_carries_its_refiner_and_bad_entries_are_clear(tmp_path):
             expected = value.half().float() if value.is_floating_point() else value
             torch.testing.assert_close(state[key], expected)
     assert load_model(str(small_bundle(tmp_path, None))).refiner is None
-    add = release_module("train_refiner").add_to_bundle
+    add = importlib.import_module("lofihippseg.recipe.refiner_training").add_to_bundle
     assert not load_model(str(path)).tta  # no advice: no mirror TTA
     add(tmp_path / "refiner.pt", path, tmp_path / "tta.pt", tta=True)
     assert load_model(str(tmp_path / "tta.pt")).tta
@@ -183,10 +184,13 @@ def test_edge_refinement_defaults_off_when_the_refiner_runs():
     model = fake_model()
     model.refiner = BrightRefiner()
     cpu = {"device": "cpu"}
-    assert Predictor(model, PredictSettings(**cpu)).edge_weight == 0.0
-    assert Predictor(model, PredictSettings(**cpu, refine=False)).edge_weight == DEFAULT_EDGE_WEIGHT
-    assert Predictor(model, PredictSettings(**cpu, edge_weight=0.5)).edge_weight == 0.5
-    assert Predictor(fake_model(), PredictSettings(**cpu)).edge_weight == DEFAULT_EDGE_WEIGHT
+    assert Predictor(model, PredictSettings(**cpu)).plan.edge_weight == 0.0
+    assert (
+        Predictor(model, PredictSettings(**cpu, refine=False)).plan.edge_weight
+        == DEFAULT_EDGE_WEIGHT
+    )
+    assert Predictor(model, PredictSettings(**cpu, edge_weight=0.5)).plan.edge_weight == 0.5
+    assert Predictor(fake_model(), PredictSettings(**cpu)).plan.edge_weight == DEFAULT_EDGE_WEIGHT
 
 
 def test_cli_refiner_flags(tmp_path, capsys):
@@ -217,7 +221,7 @@ def test_train_refiner_trains_and_resumes(tmp_path):
             "truth0": truth.astype(np.uint8),
         }
         np.savez(data / f"random_{i:05d}.npz", **cubes)
-    train = release_module("train_refiner").main
+    train = importlib.import_module("lofihippseg.recipe.refiner_training").main
     out = tmp_path / "run"
     args = ["--data", str(data), "--out", str(out), "--filters", "2", "--batch", "2"]
     argv = sys.argv
@@ -236,7 +240,7 @@ def test_train_refiner_trains_and_resumes(tmp_path):
 def test_a_widened_refiner_starts_as_the_narrow_one():
     """``train_refiner --widen-from``: the wider network computes what the narrow one did (its
     new channels feed the old through zeros), in training and evaluation mode, and it learns."""
-    widen = release_module("train_refiner").widen
+    widen = importlib.import_module("lofihippseg.recipe.refiner_training").widen
     torch.manual_seed(0)
     narrow = rf.Refiner(2)
     for p in narrow.parameters():  # a trained-looking narrow net (its last layer not zero)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
-from conftest import release_module
 
 from lofihippseg.config import load_settings
 from lofihippseg.training.config import TrainConfig
@@ -24,7 +24,7 @@ def test_release_config_loads_and_keeps_held_back_maps_out(path):
 
 
 def test_family_pools_split_the_pool_by_contrast(tmp_path):
-    main = release_module("family_pools").main
+    main = importlib.import_module("lofihippseg.recipe.family_pools").main
     pool = tmp_path / "pool"
     for sub in ("imagesTr", "labelsTr"):
         (pool / sub).mkdir(parents=True)
@@ -47,7 +47,7 @@ def test_family_pools_split_the_pool_by_contrast(tmp_path):
 
 
 def test_family_pools_skips_a_family_with_too_few_cases(tmp_path, capsys):
-    main = release_module("family_pools").main
+    main = importlib.import_module("lofihippseg.recipe.family_pools").main
     pool = tmp_path / "pool"
     rows = ["case_id,split,contrast", "A,train,t2", "B,train,t1", "C,train,random"]
     (pool).mkdir()
@@ -64,8 +64,8 @@ def test_release_training_refuses_bad_settings_in_one_line(tmp_path):
 
     bad = tmp_path / "bad.json"
     bad.write_text('{"iterations": 0}')
-    script = RELEASE / "train_release_model.py"
-    result = subprocess.run([sys.executable, str(script), "--config", str(bad)],
+    module = "lofihippseg.recipe.pairs"
+    result = subprocess.run([sys.executable, "-m", module, "--config", str(bad)],
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode != 0
     assert result.stderr.strip() == "error: batch size, iterations and val_every must be >= 1"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import release_module
 
 from lofihippseg.errors import LoFiError
 from lofihippseg.models.registry import ModelSpec
@@ -115,7 +115,7 @@ def test_cli_takes_a_synthetic_voxel_range(tmp_path, capsys):
 def test_pool_lists_only_training_maps(tmp_path, monkeypatch):
     """make_pool writes the label maps training may synthesise from, and draws its training and
     validation cases, from maps 01-13 only: the held-back 14-16 are the model card's."""
-    make_pool = release_module("make_pool")
+    make_pool = importlib.import_module("lofihippseg.recipe.pools")
     used = []
     real = make_pool.SyntheticGenerator
 

@@ -27,6 +27,7 @@ COMMANDS = {
     "example": "lofihippseg.cli.example",
     "bids": "lofihippseg.cli.bids",
     "report": "lofihippseg.cli.report",
+    "model-info": "lofihippseg.cli.model_info",
 }
 
 

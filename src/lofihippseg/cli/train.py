@@ -369,6 +369,15 @@ def _planned(config, explicit: set[str], time_budget: float | None):
 
     plan, budget = plan_for_config(config, time_budget)
     planned = apply_plan(config, plan, explicit)
+    if budget.kind == "cpu" and "iterations" not in explicit:
+        from lofihippseg.training.plan import check_fits, with_measured_time
+        from lofihippseg.training.timing import time_iterations
+
+        # the constant was measured elsewhere: time a few real iterations here and plan on them
+        check_fits(planned, budget)  # a clear error first, not an allocation failure
+        seconds = time_iterations(planned)
+        plan = with_measured_time(plan, seconds, budget.threads, time_budget)
+        planned = apply_plan(config, plan, explicit)
     kept = sorted(explicit & {"patch_size", "batch_size", "n_filters", "lr", "iterations",
                               "val_every", "clip_percentiles"})  # fmt: skip
     lines = plan.describe().splitlines()

@@ -18,13 +18,12 @@
 Every prediction uses ``predict``'s default settings on the CPU (ROI strategy included).
 
 Example:
-    OMP_NUM_THREADS=1 python release/model_card.py --n 6
+    OMP_NUM_THREADS=1 python -m lofihippseg.recipe.card --n 6
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -34,20 +33,18 @@ import nibabel as nib
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_pool import make_case, random_config, split_maps, t2_config  # noqa: E402
+from lofihippseg.inference.model_loading import DEFAULT_MODEL, load_model
+from lofihippseg.inference.predictor import Predictor
+from lofihippseg.inference.settings import PredictSettings
+from lofihippseg.io.nifti import load_image, load_label, save_volume
+from lofihippseg.metrics.evaluate import compute_case_metrics
+from lofihippseg.metrics.visibility import edge_visibility
+from lofihippseg.recipe.pools import make_case, random_config, split_maps, t2_config
+from lofihippseg.synth.dataset import save_scaled_image
+from lofihippseg.synth.generator import SyntheticGenerator
+from lofihippseg.training.unsided import merged_dice
 
-from lofihippseg.inference.model_loading import DEFAULT_MODEL, load_model  # noqa: E402
-from lofihippseg.inference.predictor import Predictor  # noqa: E402
-from lofihippseg.inference.settings import PredictSettings  # noqa: E402
-from lofihippseg.io.nifti import load_image, load_label, save_volume  # noqa: E402
-from lofihippseg.metrics.evaluate import compute_case_metrics  # noqa: E402
-from lofihippseg.metrics.visibility import edge_visibility  # noqa: E402
-from lofihippseg.synth.dataset import save_scaled_image  # noqa: E402
-from lofihippseg.synth.generator import SyntheticGenerator  # noqa: E402
-from lofihippseg.training.unsided import merged_dice  # noqa: E402
-
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lofihippseg" / "data"
+PACKAGE = Path(__file__).resolve().parents[1] / "data"
 EXAMPLE_T1 = PACKAGE / "examples" / "example_brain_t1.nii.gz"
 EXAMPLE_SYN = PACKAGE / "examples" / "synthetic_lowfield_example.nii.gz"
 EXAMPLE_SYN_LABEL = PACKAGE / "examples" / "synthetic_lowfield_example_hipp.nii.gz"
@@ -262,6 +259,121 @@ def _fmt(row: dict) -> str:
         parts.append(f"family {row['family']}")
     parts.append(f"{row['seconds']:.1f} s")
     return ", ".join(parts)
+
+
+def _set_figures(rows: list[dict]) -> dict:
+    """One synthetic set's figures (what the card's tables show)."""
+    ratios = [r[f"{s}_ml"] / r[f"gt_{s}_ml"] for r in rows for s in ("left", "right")]
+    return {
+        "n": len(rows),
+        "dice_left": float(np.mean([r["dice_left"] for r in rows])),
+        "dice_right": float(np.mean([r["dice_right"] for r in rows])),
+        "hd95_left": float(np.mean([r["hd95_left"] for r in rows])),
+        "hd95_right": float(np.mean([r["hd95_right"] for r in rows])),
+        "volume_ratio_median": float(np.median(ratios)),
+        "plausible": int(sum(plausible(r) for r in rows)),
+        "own_side": int(sum(found_on_own_side(r) for r in rows)),
+        "seconds_median": float(np.median([r["seconds"] for r in rows])),
+    }
+
+
+def _crop_figures(predictor: Predictor, images: list[Path], labels: Path) -> dict:
+    """Merged Dice over crops as stored and mirrored left-right."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mirrored in (False, True):
+            rows = []
+            for p in images:
+                image, label = p, labels / p.name
+                if mirrored:
+                    image = mirrored_copy(image, Path(tmp) / f"image_{p.name}")
+                    label = mirrored_copy(label, Path(tmp) / f"label_{p.name}")
+                rows.append(run_crop(predictor, image, label))
+            dice = [r["dice"] for r in rows]
+            out["mirrored" if mirrored else "stored"] = {
+                "n": len(rows),
+                "dice": float(np.mean(dice)),
+                "dice_min": float(np.min(dice)),
+                "volume_ratio_median": float(np.median([r["ratio"] for r in rows])),
+            }
+    return out
+
+
+def card_figures(
+    model: str | Path | None,
+    maps: Path | None,
+    n: int = 8,
+    seed: int = 7,
+    msd_test: Path | None = None,
+    msd_limit: int = 0,
+    sets: tuple[str, ...] = EVAL_SETS,
+    log=print,
+) -> dict:
+    """The card's figures as data, every scan through ``predict``'s own ``Predictor`` with its
+    default settings on the CPU: the synthetic sets of the held-back maps 14-16 (skipped when
+    ``maps`` holds none), the MSD test crops (``msd_test``: ``images/``, ``labels/``; the first
+    ``msd_limit`` when above 0), the packaged synthetic example and the real T1 head.
+
+    Example:
+        >>> card_figures(None, Path("../shared/data/synthseg_label_maps"), n=1)  # doctest: +SKIP
+    """
+    predictor = Predictor(load_model(str(model) if model else None), PredictSettings(device="cpu"))
+    figures: dict = {"model": str(model or DEFAULT_MODEL), "settings": predictor.describe(),
+                     "n": n, "seed": seed, "sets": {}}  # fmt: skip
+    held = split_maps(maps)[1] if maps is not None and maps.is_dir() else []
+    if n > 0 and held:
+        for which in sets:
+            with tempfile.TemporaryDirectory() as tmp:
+                rows = [
+                    run_case(predictor, image, label)
+                    for image, label, _ in synthetic_cases(maps, n, seed, Path(tmp), which)
+                ]
+            figures["sets"][which] = _set_figures(rows)
+            log(f"card: {which}: {figures['sets'][which]}")
+    else:
+        figures["sets_skipped"] = f"no held-back label maps (training_seg_14..16) in {maps}"
+    if msd_test is not None and (msd_test / "images").is_dir():
+        images = sorted((msd_test / "images").glob("*.nii.gz"))
+        images = images[:msd_limit] if msd_limit > 0 else images
+        figures["msd"] = _crop_figures(predictor, images, msd_test / "labels")
+        log(f"card: msd: {figures['msd']}")
+    if EXAMPLE_SYN.is_file():
+        row = run_case(predictor, EXAMPLE_SYN, EXAMPLE_SYN_LABEL)
+        figures["example"] = {k: row[k] for k in ("dice_left", "dice_right", "seconds")}
+    row = run_case(predictor, EXAMPLE_T1, None)
+    figures["t1_head"] = {
+        "left_ml": row["left_ml"],
+        "right_ml": row["right_ml"],
+        "left_on_left": bool(row["left_x"] < row["right_x"]),
+        "seconds": row["seconds"],
+    }
+    return figures
+
+
+def card_table(figures: dict, title: str = "this model") -> str:
+    """The card's main table (markdown, 7 columns) from :func:`card_figures`'s data."""
+    head = "| set | Dice left | Dice right | HD95 (mm) L / R | volume ratio | plausible | s/head |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for name, f in figures.get("sets", {}).items():
+        lines.append(
+            f"| {name} ({f['n']} heads) | {f['dice_left']:.3f} | {f['dice_right']:.3f} | "
+            f"{f['hd95_left']:.1f} / {f['hd95_right']:.1f} | {f['volume_ratio_median']:.2f} | "
+            f"{f['plausible']}/{f['n']} | {f['seconds_median']:.2f} |"
+        )
+    for kind, f in figures.get("msd", {}).items():
+        lines.append(
+            f"| MSD test crops {kind} ({f['n']}), sides merged | {f['dice']:.4f} | | | "
+            f"{f['volume_ratio_median']:.2f} | | |"
+        )
+    if "example" in figures:
+        e = figures["example"]
+        lines.append(f"| packaged example | {e['dice_left']:.3f} | {e['dice_right']:.3f} | | | | "
+                     f"{e['seconds']:.2f} |")  # fmt: skip
+    t = figures["t1_head"]
+    lines.append(f"| real T1 head (mL) | {t['left_ml']:.2f} | {t['right_ml']:.2f} | | | "
+                 f"{'left on left' if t['left_on_left'] else 'SIDES SWAPPED'} | "
+                 f"{t['seconds']:.2f} |")  # fmt: skip
+    return f"Figures of {title}\n\n" + "\n".join(lines) + "\n"
 
 
 def main() -> None:

@@ -1,17 +1,16 @@
 """Split a synthetic pool by contrast family, for one pair of networks per family.
 
-``make_pool.py`` records each training case's contrast (``t2``, ``t1`` or ``random``) in the
-pool's ``sources.csv``. For each family this writes a folder beside the pool (``POOL_t2``,
-``POOL_t1``) that links the pool's images and labels and lists, as its ``train.list``, the
-training cases of that family and of random contrast (both families see random contrast); the
-validation cases (``val.list``), the map list of on-the-fly synthesis (``training_maps.list``)
-and ``sources.csv`` are copied. The ``rand`` family (``POOL_rand``) trains on random contrast
-only and validates on random-contrast cases it holds out of its own training list (the pool's
-validation heads are low-field T2, which would not say how it does on what it is for). Nothing is
-duplicated but the lists.
+``lofihippseg.recipe.pools`` records each training case's contrast (``t2``, ``t1`` or
+``random``) in the pool's ``sources.csv``. For each family this writes a folder beside the
+pool (``POOL_t2``, ``POOL_t1``) that links the pool's images and labels and lists, as its
+``train.list``, the training cases of that family and of random contrast (both families see
+random contrast); ``val.list``, ``training_maps.list`` (the maps of on-the-fly synthesis) and
+``sources.csv`` are copied. The ``rand`` family (``POOL_rand``) trains on random contrast only
+and validates on random-contrast cases it holds out of its own training list (the pool's
+validation heads are low-field T2). Nothing is duplicated but the lists.
 
 Example:
-    python release/family_pools.py runs/pool      # -> runs/pool_t2, runs/pool_t1, runs/pool_rand
+    python -m lofihippseg.recipe.family_pools runs/pool  # -> runs/pool_t2, pool_t1, pool_rand
 """
 
 from __future__ import annotations
@@ -64,11 +63,12 @@ def family_pool(pool: Path, family: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("pool", type=Path, help="a pool written by make_pool.py")
+    p.add_argument("pool", type=Path, help="a pool written by lofihippseg.recipe.pools")
     a = p.parse_args(argv)
     if not (a.pool / "sources.csv").is_file():
         print(
-            f"error: {a.pool}: no sources.csv (not a pool written by make_pool.py)", file=sys.stderr
+            f"error: {a.pool}: no sources.csv (not a pool written by lofihippseg.recipe.pools)",
+            file=sys.stderr,
         )
         return 1
     for family in FAMILIES:

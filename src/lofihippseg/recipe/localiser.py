@@ -6,8 +6,8 @@ the same synthetic pool as the release model (label maps 01-13; the held-back ma
 its validation cases) and is added to the bundle under ``"localiser"``.
 
 Examples:
-    OMP_NUM_THREADS=1 python release/train_localiser.py --pool pool --out runs/localiser
-    python release/train_localiser.py --out runs/localiser \
+    OMP_NUM_THREADS=1 python -m lofihippseg.recipe.localiser --pool pool --out runs/localiser
+    python -m lofihippseg.recipe.localiser --out runs/localiser \
         --add-to src/lofihippseg/data/model/lofihippseg_default.pt
 """
 

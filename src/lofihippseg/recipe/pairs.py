@@ -1,21 +1,15 @@
-"""Train (or resume) the CPU release model and export the packaged weights.
+"""Train (or resume) one pair of release networks and export pairs as a model bundle.
 
-Steps (each can be run alone):
+- train with a ``TrainConfig`` JSON (``release/release_config.json``: the ``t2`` family;
+  ``release/release_config_t1*.json``: ``t1``); ``--resume RUN`` continues an interrupted run;
+- ``--export RUN --export-to FILE``: write the run's checkpoint as a half-precision bundle with
+  the model's working grid (``--grid-mm``); ``--family t2 --add-family t1=RUN`` exports one pair
+  per contrast family; the localiser of the run's ``init1`` bundle is kept.
 
-1. ``--make-pool``: generate the synthetic training pool (``release/make_pool.py``: random 1-2 mm
-   voxels; label maps 01-13 for training, 14-16 held back for validation);
-2. train with ``release/release_config.json`` (the paper recipe, critic on and sampled; small
-   network and patches so a 2-core CPU can do it; see ``release/MODEL_CARD.md``);
-   ``--resume RUN`` continues an interrupted run exactly;
-3. ``--export RUN``: write the run's checkpoint as a half-precision bundle to
-   ``src/lofihippseg/data/model/lofihippseg_default.pt``, with the model's working grid
-   (``--grid-mm``, 1.5 mm: inference resamples other inputs to it);
-   ``release/train_localiser.py --add-to`` then adds the localiser; ``--family t2
-   --add-family t1=RUN`` exports one pair of networks per contrast family.
+``lofihippseg.recipe.campaign`` runs these steps as stages of the recipe (``make model``).
 
 Example:
-    OMP_NUM_THREADS=1 python release/train_release_model.py --make-pool --pool pool
-    python release/train_release_model.py --export runs/release_cpu_v3 --checkpoint last.pt
+    python -m lofihippseg.recipe.pairs --export runs/t2 --checkpoint last.pt --export-to m.pt
 """
 
 from __future__ import annotations
@@ -28,12 +22,11 @@ from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-CONFIG = HERE / "release_config.json"
+REPO = Path(__file__).resolve().parents[3]
+CONFIG = REPO / "release" / "release_config.json"
 # the working grid of the exported model: the middle of the pool's 1-2 mm voxels (make_pool.py
 # --voxel); 1.3-2.0 mm all gave the v3 networks +0.05-0.1 mean Dice on 1 mm inputs (MODEL_CARD)
 GRID_MM = 1.5
-DEFAULT_OUT = HERE.parent / "src" / "lofihippseg" / "data" / "model" / "lofihippseg_default.pt"
 
 
 def _checkpoint(run: Path, checkpoint: str) -> tuple[Path, dict]:
@@ -48,7 +41,7 @@ def _checkpoint(run: Path, checkpoint: str) -> tuple[Path, dict]:
 
 def export(
     run: Path,
-    out: Path = DEFAULT_OUT,
+    out: Path,
     checkpoint: str = "best.pt",
     grid_mm: float | None = None,
     family: str | None = None,
@@ -62,8 +55,8 @@ def export(
     ``other_grids``: the working grid of those that run on another grid than ``grid_mm``.
 
     Example:
-        >>> export(Path("runs/release_cpu"))  # doctest: +SKIP
-        >>> export(Path("runs/t2"), family="t2", others={"t1": Path("runs/t1")})  # doctest: +SKIP
+        >>> export(Path("runs/t2"), Path("m.pt"), family="t2",
+        ...        others={"t1": Path("runs/t1")})  # doctest: +SKIP
     """
     from lofihippseg.models.registry import bundle_dict, half_precision, spec_from_dict
 
@@ -144,7 +137,7 @@ def main() -> None:
     p.add_argument("--resume", type=Path, default=None, help="run folder to continue")
     p.add_argument("--export", type=Path, default=None, help="export this run and exit")
     p.add_argument("--checkpoint", default="best.pt", help="checkpoint of the run to export")
-    p.add_argument("--export-to", type=Path, default=DEFAULT_OUT, help="bundle file to write")
+    p.add_argument("--export-to", type=Path, help="bundle file to write (with --export)")
     p.add_argument(
         "--grid-mm",
         type=float,
@@ -171,6 +164,8 @@ def main() -> None:
     a = p.parse_args()
 
     if a.export is not None:
+        if a.export_to is None:
+            p.error("--export needs --export-to (the shipped bundle is never a default)")
         others = dict(a.add_family)
         if others and a.family is None:
             p.error("--add-family needs --family (the name of the exported run's family)")
@@ -187,7 +182,7 @@ def main() -> None:
         config = load_settings(TrainConfig, a.config)
         if a.pool is not None:
             config = config.replace(data=(str(a.pool),))
-            from make_pool import MAPS_LIST  # the pool's list of its training label maps
+            from lofihippseg.recipe.pools import MAPS_LIST  # the pool's training label maps
 
             if config.synthetic and Path(config.synthetic).name == MAPS_LIST:
                 config = config.replace(synthetic=str(a.pool / MAPS_LIST))  # the pool's maps
@@ -195,7 +190,7 @@ def main() -> None:
         config = config.replace(iterations=a.iterations)
     if a.make_pool and config.data and not (Path(config.data[0]) / "val.list").exists():
         pool_args = ["--out", config.data[0], "--n", str(a.n_pool)]
-        subprocess.run([sys.executable, str(HERE / "make_pool.py"), *pool_args], check=True)
+        subprocess.run([sys.executable, "-m", "lofihippseg.recipe.pools", *pool_args], check=True)
     run = train(config, resume=a.resume, stop_at=a.stop_at)
     print(f"run folder: {run}")
 

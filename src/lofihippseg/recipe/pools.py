@@ -19,7 +19,7 @@ the training maps (unseen deformations and contrasts with the generator's priors
 measure contrast and shape variation, not unseen anatomy (the card does that).
 
 Example:
-    python release/make_pool.py --maps /work/shared/data/synthseg_label_maps --out pool --n 80
+    python -m lofihippseg.recipe.pools --maps ../shared/data/synthseg_label_maps --out pool --n 80
 """
 
 from __future__ import annotations

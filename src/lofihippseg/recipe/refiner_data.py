@@ -5,14 +5,13 @@ recipes (random contrast, the generator's low-field T2 defaults, T2 resampled to
 and the MSD training crops go through the shipped model's ``predict`` without edge refinement;
 each found side's cube (scan, fused probability, truth) is saved at 1 mm as one ``.npz`` per scan.
 
-    python release/refiner_data.py --out runs/refiner_data --start 0 --count 400
+    python -m lofihippseg.recipe.refiner_data --out runs/refiner_data --start 0 --count 400
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,17 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-import model_card as mc  # noqa: E402
-from make_pool import make_case, split_maps, t1_config, t2_config  # noqa: E402
-
-from lofihippseg.inference import refiner as rf  # noqa: E402
-from lofihippseg.inference.model_loading import DEFAULT_MODEL, load_model  # noqa: E402
-from lofihippseg.inference.predictor import Predictor  # noqa: E402
-from lofihippseg.inference.settings import PredictSettings  # noqa: E402
-from lofihippseg.io.nifti import load_image, load_label, save_volume  # noqa: E402
-from lofihippseg.synth.dataset import save_scaled_image  # noqa: E402
-from lofihippseg.synth.generator import SyntheticGenerator  # noqa: E402
+from lofihippseg.inference import refiner as rf
+from lofihippseg.inference.model_loading import DEFAULT_MODEL, load_model
+from lofihippseg.inference.predictor import Predictor
+from lofihippseg.inference.settings import PredictSettings
+from lofihippseg.io.nifti import load_image, load_label, save_volume
+from lofihippseg.recipe import card as mc
+from lofihippseg.recipe.pools import make_case, split_maps, t1_config, t2_config
+from lofihippseg.synth.dataset import save_scaled_image
+from lofihippseg.synth.generator import SyntheticGenerator
 
 KINDS = ("random", "random", "defaults", "resampled", "t1")  # drawn in turn
 SEED_BASE = 700_000  # far from the card's and the validation twins' seeds
@@ -84,50 +81,69 @@ def synthetic(kind: str, gens: dict, seed: int, tmp: Path):
     return vol, load_label(lp, reference=vol, allowed={0, 1, 2}).data
 
 
+def msd_cubes(out: Path, predictor: Predictor, msd: Path, cases: list[str]) -> int:
+    """Write one ``msd_ID.npz`` per MSD training crop not yet done; returns the count written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for cid in cases:
+        dest = out / f"msd_{cid}.npz"
+        if dest.exists():
+            continue
+        vol = load_image(msd / "imagesTr" / f"{cid}.nii.gz")
+        truth = load_label(msd / "labelsTr" / f"{cid}.nii.gz", reference=vol).data
+        save(dest, side_cubes(vol, predict_full(predictor, vol), truth, merged=True))
+        written += 1
+    return written
+
+
+def synthetic_cubes(
+    out: Path, predictor: Predictor, maps: Path, start: int, count: int, log=print
+) -> int:
+    """Write the cubes of synthetic scans ``start`` .. ``start + count - 1`` of the training maps
+    (seeds ``SEED_BASE + i``; resumable: done scans are skipped); returns the count written."""
+    out.mkdir(parents=True, exist_ok=True)
+    train_maps, _ = split_maps(maps)
+    configs = {"random": mc.eval_config("random"), "defaults": mc.eval_config("defaults"),
+               "resampled": t2_config(), "t1": t1_config()}  # fmt: skip
+    gens = {k: SyntheticGenerator(train_maps, dataclasses.replace(c)) for k, c in configs.items()}
+    t0, written = time.time(), 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(start, start + count):
+            kind = KINDS[i % len(KINDS)]
+            dest = out / f"{kind}_{i:05d}.npz"
+            if dest.exists():
+                continue
+            vol, truth = synthetic(kind, gens, SEED_BASE + i, Path(tmp))
+            save(dest, side_cubes(vol, predict_full(predictor, vol), truth))
+            written += 1
+            log(f"{i - start + 1}/{count} {kind} {time.time() - t0:.0f}s")
+    return written
+
+
+def pairs_predictor(model: Path) -> Predictor:
+    """``predict`` as it runs a bundle's pairs, without its refiner or edge refinement (the
+    outlines the refiner learns to correct; with the mirror average when the bundle advises it)."""
+    return Predictor(load_model(str(model)), PredictSettings(edge_weight=0.0, refine=False))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     ap.add_argument("--maps", type=Path, default=Path("../shared/data/synthseg_label_maps"))
     ap.add_argument("--msd", type=Path, default=None, help="MSD folder: also its training crops")
+    ap.add_argument("--msd-train", type=Path, default=Path("runs/msd/train.list"),
+                    help="the MSD training split's list (lofihippseg.recipe.msd)")  # fmt: skip
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--count", type=int, default=100)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    # the pairs' own outlines (never a refiner's): what the refiner learns to correct; with the
-    # mirror average when the model advises it, as predict runs them (v12's refiner learnt from
-    # v9's outlines without it)
-    settings = PredictSettings(edge_weight=0.0, refine=False)
-    predictor = Predictor(load_model(args.model), settings)
-    tmp = Path(tempfile.mkdtemp())
+    predictor = pairs_predictor(args.model)
     if args.msd is not None:
-        for cid in Path("runs/msd/train.list").read_text().split():
-            dest = args.out / f"msd_{cid}.npz"
-            if dest.exists():
-                continue
-            vol = load_image(args.msd / "imagesTr" / f"{cid}.nii.gz")
-            truth = load_label(args.msd / "labelsTr" / f"{cid}.nii.gz", reference=vol).data
-            cubes = side_cubes(vol, predict_full(predictor, vol), truth, merged=True)
-            save(dest, cubes)
+        msd_cubes(args.out, predictor, args.msd, args.msd_train.read_text().split())
         print("msd done", flush=True)
         return
-    train_maps, _ = split_maps(args.maps)
-    random_cfg = mc.eval_config("random")
-    configs = {"random": random_cfg, "defaults": mc.eval_config("defaults"),
-               "resampled": t2_config(), "t1": t1_config()}  # fmt: skip
-    gens = {k: SyntheticGenerator(train_maps, dataclasses.replace(c)) for k, c in configs.items()}
-    t0 = time.time()
-    for i in range(args.start, args.start + args.count):
-        kind = KINDS[i % len(KINDS)]
-        dest = args.out / f"{kind}_{i:05d}.npz"
-        if dest.exists():
-            continue
-        vol, truth = synthetic(kind, gens, SEED_BASE + i, tmp)
-        cubes = side_cubes(vol, predict_full(predictor, vol), truth)
-        save(dest, cubes)
-        done = i - args.start + 1
-        print(f"{done}/{args.count} {kind} {time.time() - t0:.0f}s", flush=True)
+    synthetic_cubes(args.out, predictor, args.maps, args.start, args.count)
 
 
 if __name__ == "__main__":

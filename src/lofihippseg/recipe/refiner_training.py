@@ -1,10 +1,11 @@
 """Train the outline refiner (``lofihippseg.inference.refiner``) on cubes from
-``release/refiner_data.py``; resumable, a checkpoint every ``--every`` iterations.
+``lofihippseg.recipe.refiner_data``; resumable, a checkpoint every ``--every`` iterations.
 
-    python release/train_refiner.py --data runs/refiner_data --out runs/refiner --iterations 4000
-    python release/train_refiner.py --data runs/refiner_data --out runs/wide --filters 16 \
-        --widen-from runs/refiner/refiner_4000.pt --lr 3e-4 --iterations 2000 --threads 2
-    python release/train_refiner.py --export runs/refiner/refiner_4000.pt \
+    python -m lofihippseg.recipe.refiner_training --data runs/refiner_data \
+        --out runs/refiner --iterations 4000
+    python -m lofihippseg.recipe.refiner_training --data runs/refiner_data --out runs/wide \
+        --filters 16 --widen-from runs/refiner/refiner_4000.pt --lr 3e-4 --iterations 2000
+    python -m lofihippseg.recipe.refiner_training --export runs/refiner/refiner_4000.pt \
         --bundle src/lofihippseg/data/model/lofihippseg_default.pt --export-to model.pt
 """
 
@@ -144,9 +145,94 @@ def add_to_bundle(weights: Path, bundle: Path, out: Path, tta: bool | None = Non
     print(f"{out}: {bundle} with the refiner {weights} ({out.stat().st_size / 1e6:.1f} MB)")
 
 
+def train_refiner(
+    data: list[Path],
+    out: Path,
+    iterations: int,
+    batch: int = 4,
+    lr: float = 1e-3,
+    filters: int = 8,
+    every: int = 250,
+    widen_from: Path | None = None,
+    seed: int = 0,
+    log=print,
+) -> Path:
+    """Train (or resume from ``out/last.pt``) a refiner on the cubes in ``data``; a checkpoint
+    every ``every`` iterations; returns the last weights (``out/refiner_N.pt``).
+
+    Raises:
+        LoFiError: no training cubes in ``data``.
+    """
+    from lofihippseg.errors import LoFiError
+
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    net = rf.Refiner(filters)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    start = 0
+    ckpt = out / "last.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start = int(state["iteration"])
+    elif widen_from is not None:
+        widen(net, torch.load(widen_from, weights_only=True))
+    settings = {"data": [str(d) for d in data], "out": str(out), "iterations": iterations,
+                "batch": batch, "lr": lr, "filters": filters, "every": every,
+                "widen_from": str(widen_from) if widen_from else None, "seed": seed}  # fmt: skip
+    (out / "settings.json").write_text(json.dumps(settings, indent=1))
+    rng = random.Random(seed * 1_000_003 + start)
+    files: list[Path] = []
+    val_files: list[Path] = []
+    t0, stepping = time.time(), 0.0
+    for it in range(start, iterations):
+        if it % 100 == 0 or not files:
+            every_file = sorted(p for d in data for p in d.glob("*.npz") if ".part" not in p.name)
+            files = [f for f in every_file if not held_out(f)]
+            val_files = [f for f in every_file if held_out(f)]
+            if not files:
+                raise LoFiError(f"{', '.join(map(str, data))}: no refiner training cubes (.npz)")
+        step_start = time.perf_counter()
+        rate = lr * 0.5 * (1 + math.cos(math.pi * it / iterations))
+        for group in opt.param_groups:
+            group["lr"] = rate
+        xs, ys = [], []
+        while len(xs) < batch:
+            got = load_side(rng.choice(files), rng)
+            if got is not None:
+                x, y = augment(*got, rng)
+                xs.append(x)
+                ys.append(y)
+        loss = loss_fn(net(torch.stack(xs)), torch.stack(ys))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if it > start:  # the first iteration (allocation) is not timed
+            stepping += time.perf_counter() - step_start
+        if it % 25 == 0:
+            log(f"it {it} loss {loss.item():.4f} lr {rate:.2e} {time.time() - t0:.0f}s "
+                f"files {len(files)}")  # fmt: skip
+        if (it + 1) % every == 0 or it + 1 == iterations:
+            if val_files:
+                b, a = validate(net, val_files[:60])
+                log(f"val it {it + 1}: prior {b:.4f} refined {a:.4f} ({len(val_files)} files)")
+            state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "iteration": it + 1}
+            torch.save(net.state_dict(), out / f"refiner_{it + 1}.pt")
+            torch.save(state, out / "last.tmp")
+            (out / "last.tmp").replace(ckpt)
+    timed = iterations - start - 1
+    if timed > 0:
+        per = stepping / timed  # drawing cubes and the step; checkpoints and validation not
+        (out / "loop_timing.json").write_text(
+            json.dumps({"seconds_per_iteration": per, "iterations": timed, "batch": batch})
+        )
+    return out / f"refiner_{iterations}.pt"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, nargs="+", help="folders of cubes (refiner_data.py)")
+    ap.add_argument("--data", type=Path, nargs="+", help="folders of cubes (refiner_data)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--export", type=Path, help="refiner weights to add to --bundle")
     ap.add_argument("--bundle", type=Path, help="model bundle to add the refiner to")
@@ -175,54 +261,8 @@ def main() -> None:
     if args.data is None or args.out is None:
         ap.error("--data and --out are needed to train")
     torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    net = rf.Refiner(args.filters)
-    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    start = 0
-    ckpt = args.out / "last.pt"
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start = int(state["iteration"])
-    elif args.widen_from is not None:
-        widen(net, torch.load(args.widen_from, weights_only=True))
-    (args.out / "settings.json").write_text(json.dumps(vars(args), default=str, indent=1))
-    rng = random.Random(start)
-    files: list[Path] = []
-    val_files: list[Path] = []
-    t0 = time.time()
-    for it in range(start, args.iterations):
-        if it % 100 == 0 or not files:
-            every = sorted(p for d in args.data for p in d.glob("*.npz") if ".part" not in p.name)
-            files = [f for f in every if not held_out(f)]
-            val_files = [f for f in every if held_out(f)]
-        lr = args.lr * 0.5 * (1 + math.cos(math.pi * it / args.iterations))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        xs, ys = [], []
-        while len(xs) < args.batch:
-            got = load_side(rng.choice(files), rng)
-            if got is not None:
-                x, y = augment(*got, rng)
-                xs.append(x)
-                ys.append(y)
-        loss = loss_fn(net(torch.stack(xs)), torch.stack(ys))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if it % 25 == 0:
-            print(f"it {it} loss {loss.item():.4f} lr {lr:.2e} {time.time() - t0:.0f}s "
-                  f"files {len(files)}", flush=True)  # fmt: skip
-        if (it + 1) % args.every == 0 or it + 1 == args.iterations:
-            b, a = validate(net, val_files[:60])
-            print(f"val it {it + 1}: prior {b:.4f} refined {a:.4f} ({len(val_files)} files)",
-                  flush=True)  # fmt: skip
-            state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "iteration": it + 1}
-            torch.save(state, args.out / "last.tmp")
-            (args.out / "last.tmp").replace(ckpt)
-            torch.save(net.state_dict(), args.out / f"refiner_{it + 1}.pt")
+    train_refiner(args.data, args.out, args.iterations, args.batch, args.lr, args.filters,
+                  args.every, args.widen_from)  # fmt: skip
 
 
 if __name__ == "__main__":

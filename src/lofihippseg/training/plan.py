@@ -295,6 +295,35 @@ def plan_recipe(
                 tuple(reasons))  # fmt: skip
 
 
+def with_measured_time(
+    plan: Plan, seconds: float, threads: int, time_budget_minutes: float | None = None
+) -> Plan:
+    """The plan with its CPU iterations recomputed from ``seconds`` per iteration measured on
+    this machine (``training.timing.time_iterations``) instead of the constant model.
+
+    Example:
+        >>> fp = Fingerprint(n_cases=200, median_shape=(36, 50, 36))
+        >>> plan = plan_recipe(fp, DeviceBudget("cpu", 2, 20.0))
+        >>> with_measured_time(plan, 1.34, 2).iterations  # 20 min at 1.34 s + 10 %
+        814
+    """
+    if plan.iterations is None:  # a GPU plan: the configured iterations
+        return plan
+    minutes = 20.0 if time_budget_minutes is None else time_budget_minutes
+    iterations = max(100, int(minutes * 60 / (seconds * 1.1)))  # 10 % for validation
+    val_every = int(min(500, max(50, iterations // 10)))
+    modelled = plan.estimated_seconds_per_iteration or 0.0
+    reasons = tuple(r for r in plan.reasons if not r.startswith("CPU, ")) + (
+        f"CPU, {threads} thread(s): measured {seconds:.2f} s/iteration here (a few real "
+        f"iterations timed at the start; the constant model said {modelled:.2f}), {iterations} "
+        f"iterations fill ~{minutes:g} min (give --iterations or --time-budget for more)",
+    )
+    return dataclasses.replace(
+        plan, iterations=iterations, val_every=val_every,
+        estimated_seconds_per_iteration=seconds, reasons=reasons,
+    )  # fmt: skip
+
+
 def check_fits(config, budget: DeviceBudget) -> float:
     """Raise a clear error when a config cannot fit in the device's memory; returns the GB.
 

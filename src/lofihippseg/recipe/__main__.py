@@ -1,0 +1,75 @@
+"""``python -m lofihippseg.recipe run|plan|status``: the campaign from the command line.
+
+    python -m lofihippseg.recipe run --out runs/model                 # make model
+    python -m lofihippseg.recipe run --profile smoke --out runs/model-smoke
+    python -m lofihippseg.recipe plan --out runs/model --timings runs/model-smoke
+    python -m lofihippseg.recipe status --out runs/model
+
+``run`` prints the bundle's path as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    from lofihippseg.recipe.spec import RECIPE
+
+    p = argparse.ArgumentParser(
+        prog="python -m lofihippseg.recipe", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("action", choices=("run", "plan", "status"))
+    p.add_argument("--recipe", type=Path, default=RECIPE, help="recipe file (release/recipe.toml)")
+    p.add_argument("--profile", default=None, help="a profile of the recipe (smoke: toy scale)")
+    p.add_argument("--out", type=Path, default=Path("runs/model"), help="campaign folder")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply iterations and counts")
+    p.add_argument("--batch-scale", type=int, default=1, help="multiply batches")
+    p.add_argument("--device", default="cpu", help="training device: cpu, cuda, auto")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (1)")
+    p.add_argument(
+        "--timings",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="plan: other campaigns whose measured timings to use (e.g. the smoke's)",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lofihippseg.errors import LoFiError
+
+    a = _parser().parse_args(argv)
+    try:
+        import torch
+
+        from lofihippseg.recipe import campaign, plan
+        from lofihippseg.recipe.spec import load_recipe
+
+        torch.set_num_threads(a.threads)
+        recipe = load_recipe(a.recipe, a.profile, a.scale, a.batch_scale, a.device)
+        if a.action == "plan":
+            print(plan.describe(plan.campaign_plan(recipe, a.out, a.timings)))
+            return 0
+        if a.action == "status":
+            print(plan.status(recipe, a.out))
+            return 0
+
+        def log(line: str) -> None:
+            print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+        log(plan.describe(plan.campaign_plan(recipe, a.out, a.timings)))
+        bundle = campaign.run_campaign(recipe, a.out, log)
+    except LoFiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(bundle.resolve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,490 @@
+"""Run the recipe as a resumable campaign: one folder per stage, a done-marker in each.
+
+``run_campaign(recipe, out)`` runs the stages of :func:`~lofihippseg.recipe.spec.load_recipe`'s
+recipe in order. Stage ``NAME`` writes to ``out/NN_NAME/``; when it finishes, ``done.json``
+records its settings' hash, what it made (data lists with hashes, iterations, seeds) and its
+measured time (``timing.json``: seconds per iteration or per item on this machine). A rerun
+skips done stages whose settings and inputs are unchanged, refuses to reuse a done stage whose
+settings changed (remove its folder to redo it), and continues a stopped stage where it stopped:
+training stages from their last checkpoint (every ``every`` iterations), data stages from the
+files already written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lofihippseg.errors import LoFiError
+from lofihippseg.io.atomic import atomic_path, write_text_atomic
+from lofihippseg.recipe import provenance as pv
+from lofihippseg.recipe.spec import REPO, stage_hash, stage_inputs
+
+DONE = "done.json"
+TIMING = "timing.json"
+BUNDLE_NAME = "lofihippseg_model.pt"
+PACKAGED_MAPS = REPO / "src" / "lofihippseg" / "data" / "label_maps"
+
+
+@dataclass
+class StageContext:
+    """What a stage function gets: its folder, the recipe, the other stages' folders and
+    records, where the data is, and how to log."""
+
+    name: str
+    folder: Path
+    recipe: dict
+    folders: dict[str, Path]
+    records: dict[str, dict]
+    maps: Path | None
+    msd: Path | None
+    device: str
+    log: Callable[[str], None]
+    timing: dict[str, Any] = field(default_factory=dict)
+
+    def path(self, value: str) -> Path:
+        """A recipe path: ``stage:NAME`` is that stage's folder, else relative to the repo."""
+        if value.startswith("stage:"):
+            name = value.removeprefix("stage:")
+            if name not in self.folders:
+                raise LoFiError(f"stage {self.name}: no stage named {name!r} before it")
+            return self.folders[name]
+        path = Path(value)
+        return path if path.is_absolute() else REPO / path
+
+
+def _repo_path(value: str | None) -> Path | None:
+    if not value:
+        return None
+    path = Path(value)
+    return path if path.is_absolute() else (REPO / path).resolve()
+
+
+# ---------------------------------------------------------------- stages
+
+
+def stage_msd_split(ctx: StageContext, p: dict) -> dict:
+    """The MSD crops' seeded split (train/val lists, the test crops linked)."""
+    from lofihippseg.recipe import msd as msd_split
+
+    if ctx.msd is None:
+        return {"skipped": "no MSD crops (data.msd absent): pairs train without real crops"}
+    train, val, test = msd_split.write(ctx.msd, ctx.folder, p["n_test"], p["n_val"], p["seed"])
+
+    def rows(ids: list[str]) -> list[dict]:
+        return [
+            {
+                "name": c,
+                "image_sha256": pv.sha256(ctx.msd / "imagesTr" / f"{c}.nii.gz"),
+                "label_sha256": pv.sha256(ctx.msd / "labelsTr" / f"{c}.nii.gz"),
+            }
+            for c in ids
+        ]
+
+    return {"train": rows(train), "val": rows(val), "test": test, "seed": p["seed"]}
+
+
+def stage_pool(ctx: StageContext, p: dict) -> dict:
+    """Synthetic heads of maps 01-13, split into the two families' pools."""
+    from lofihippseg.recipe.family_pools import family_pool
+    from lofihippseg.recipe.pools import split_maps, write_pool
+
+    if ctx.maps is None:
+        raise LoFiError("no label maps: set data.maps in the recipe")
+    pool = ctx.folder / "pool"
+    before = len(list((pool / "imagesTr").glob("*.nii.gz"))) if pool.is_dir() else 0
+    t = time.perf_counter()
+    write_pool(
+        ctx.maps,
+        pool,
+        p["n"],
+        p["n_val"],
+        p["seed"],
+        p["t1_share"],
+        tuple(p["voxel_mm"]),
+        p["random_share"],
+    )
+    made = len(list((pool / "imagesTr").glob("*.nii.gz"))) - before
+    if made:
+        ctx.timing.update(unit="case", units=made, seconds=time.perf_counter() - t)
+    for family in ("t2", "t1"):
+        family_pool(pool, family)
+    train_maps, held = split_maps(ctx.maps)
+    return {
+        "maps": pv.file_list(train_maps),
+        "held_back_maps_unused": [m.name for m in held],
+        "sources_sha256": pv.sha256(pool / "sources.csv"),
+        "cases": p["n"] + p["n_val"],
+        "seed": p["seed"],
+    }
+
+
+def stage_localiser(ctx: StageContext, p: dict) -> dict:
+    """The 4 mm whole-head localiser, trained on the pool."""
+    from lofihippseg.config import read_json_settings
+    from lofihippseg.io.datasets import discover_cases, read_case_list
+    from lofihippseg.models.registry import LocaliserSpec, spec_from_dict
+    from lofihippseg.training.localiser import LocaliserConfig, train_localiser
+
+    pool = ctx.path(p["pool"]) / "pool"
+    cases = {c.case_id: c for c in discover_cases(pool)}
+    train = [cases[i] for i in read_case_list(pool / "train.list")]
+    val = [cases[i] for i in read_case_list(pool / "val.list")]
+    fine = spec_from_dict(read_json_settings(ctx.path(p["fine_config"]))["model"])
+    config = LocaliserConfig(
+        iterations=p["iterations"], batch_size=p["batch"], seed=p["seed"], val_every=p["every"]
+    )
+    measured: list[float] = []
+
+    def log(line: str) -> None:
+        found = re.search(r"([0-9.]+) s/iteration", line)
+        if found:
+            measured.append(float(found.group(1)))
+        ctx.log(line)
+
+    train_localiser(train, val, ctx.folder, fine, LocaliserSpec(), config, log)
+    if measured:
+        ctx.timing.update(unit="iteration", per_unit=measured[-1], how="the localiser's loop")
+    return {"iterations": p["iterations"], "seed": p["seed"], "batch": p["batch"]}
+
+
+def _pair_config(ctx: StageContext, p: dict):
+    from lofihippseg.config import load_settings
+    from lofihippseg.training.config import TrainConfig
+
+    pool = ctx.path(p["pool"])
+    msd = ctx.records.get("msd", {})
+    msd_csv = ctx.folders["msd"] / "msd_trainval.csv" if "train" in msd else None
+    config = load_settings(TrainConfig, ctx.path(p["config"]))
+    changes = dict(
+        data=(str(pool / f"pool_{p['family']}"),),
+        unsided=(str(msd_csv),) if msd_csv else None,
+        synthetic=str(pool / "pool" / "training_maps.list"),
+        iterations=p["iterations"],
+        lr=p["lr"],
+        seed=p["seed"],
+        val_every=p["every"],
+        init1=None,
+        init2=None,
+        init_critic=None,
+        init_family=None,
+        name="run",
+        out_dir=str(ctx.folder),
+        device=ctx.device,
+        num_workers=0,
+        plan=(),
+    )
+    changes.update(p.get("overrides", {}))
+    return config.replace(**changes)
+
+
+def stage_pair(ctx: StageContext, p: dict) -> dict:
+    """One pair of VNets from scratch on the family's mix; resumes from its last checkpoint."""
+    from lofihippseg.training.loop import train
+    from lofihippseg.training.timing import time_iterations
+
+    config = _pair_config(ctx, p)
+    run = ctx.folder / "run"
+    seconds = time_iterations(config)
+    ctx.timing.update(
+        unit="iteration",
+        per_unit=seconds,
+        how="3 real iterations timed before the run (validation not counted)",
+    )
+    ctx.log(
+        f"{ctx.name}: measured {seconds:.2f} s/iteration here; {p['iterations']} iterations "
+        f"need ~{seconds * p['iterations'] / 3600:.2f} h"
+    )
+    resume = run if (run / "checkpoints" / "last.pt").is_file() else None
+    train(config, resume=resume)
+    return {
+        "iterations": config.iterations,
+        "seed": config.seed,
+        "batch": config.batch_size,
+        "family": p["family"],
+        "patch": list(config.patch_size),
+        "lr": config.lr,
+    }
+
+
+def stage_assemble(ctx: StageContext, p: dict) -> dict:
+    """Both pairs (their last checkpoints) and the localiser in one bundle."""
+    from lofihippseg.recipe.localiser import add_to_bundle
+    from lofihippseg.recipe.pairs import export
+
+    out = ctx.folder / "pairs.pt"
+    others = {name: ctx.path(v) / "run" for name, v in p.get("others", {}).items()}
+    export(
+        ctx.path(p["first"]) / "run",
+        out,
+        "last.pt",
+        p["first_grid_mm"],
+        ctx.records[p["first"].removeprefix("stage:")]["family"],
+        others,
+        dict(p.get("other_grids_mm", {})),
+    )
+    add_to_bundle(ctx.path(p["localiser"]) / "localiser.pt", out)
+    return {"bundle": out.name, "sha256": pv.sha256(out)}
+
+
+def stage_refiner_data(ctx: StageContext, p: dict) -> dict:
+    """The refiner's training cubes from the pairs' own outputs."""
+    from lofihippseg.recipe.refiner_data import msd_cubes, pairs_predictor, synthetic_cubes
+
+    predictor = pairs_predictor(ctx.path(p["model"]) / "pairs.pt")
+    t = time.perf_counter()
+    made = synthetic_cubes(ctx.folder, predictor, ctx.maps, p["start"], p["count"], ctx.log)
+    crops = 0
+    if "train" in ctx.records.get("msd", {}):
+        ids = [r["name"] for r in ctx.records["msd"]["train"]]
+        ids = ids[: p["msd_limit"]] if p.get("msd_limit") else ids
+        crops = len(ids)
+        made += msd_cubes(ctx.folder, predictor, ctx.msd, ids)
+    if made:
+        ctx.timing.update(unit="scan", units=made, seconds=time.perf_counter() - t)
+    files = sorted(ctx.folder.glob("*.npz"))
+    return {
+        "scans": p["count"],
+        "msd_crops": crops,
+        "seed_base": 700_000,
+        "files": len(files),
+        "files_digest": pv.list_digest(pv.file_list(files)),
+    }
+
+
+def stage_refiner(ctx: StageContext, p: dict) -> dict:
+    """The outline refiner, from scratch on the cubes."""
+    from lofihippseg.recipe.refiner_training import train_refiner
+
+    weights = train_refiner(
+        [ctx.path(p["data"])],
+        ctx.folder,
+        p["iterations"],
+        p["batch"],
+        p["lr"],
+        p["filters"],
+        p["every"],
+        seed=p["seed"],
+        log=ctx.log,
+    )
+    timing = ctx.folder / "loop_timing.json"
+    if timing.is_file():
+        ctx.timing.update(
+            unit="iteration",
+            how="the refiner's loop",
+            per_unit=json.loads(timing.read_text())["seconds_per_iteration"],
+        )
+    return {
+        "iterations": p["iterations"],
+        "seed": p["seed"],
+        "filters": p["filters"],
+        "weights": weights.name,
+    }
+
+
+def stage_quality(ctx: StageContext, p: dict) -> dict:
+    """The bundle's per-side quality estimator (``lofihippseg.quality``), beside the bundle."""
+    import importlib.util
+
+    if importlib.util.find_spec("lofihippseg.quality.train") is None:
+        return {"estimator": None, "note": "no estimator yet: lofihippseg.quality is absent"}
+    from lofihippseg.quality.dataset import QualityData
+    from lofihippseg.quality.estimator import estimator_path
+    from lofihippseg.quality.train import FitSettings, fit_quality_estimator
+
+    bundle = ctx.path(p["model"]) / BUNDLE_NAME
+    train = QualityData(
+        ctx.maps, "train", p["n_heads"], msd=ctx.msd, n_msd=p["n_msd"] or None, seed=p["seed"]
+    )
+    held = None
+    if p["n_held"] > 0:
+        held = QualityData(
+            ctx.maps, "held", p["n_held"], msd=ctx.msd, msd_split="test", seed=p["seed"] + 1
+        )
+    out = estimator_path(bundle)
+    fit_quality_estimator(
+        bundle,
+        out,
+        train,
+        p["seed"],
+        ctx.folder,
+        held,
+        FitSettings(folds=p["folds"]),
+        torch.get_num_threads(),
+    )
+    return {
+        "estimator": out.name,
+        "sha256": pv.sha256(out),
+        "heads": p["n_heads"],
+        "seed": p["seed"],
+    }
+
+
+def stage_export(ctx: StageContext, p: dict) -> dict:
+    """The bundle: pairs, localiser, refiner, mirror advice and the campaign's provenance."""
+    from lofihippseg.models.registry import safe_torch_load
+    from lofihippseg.recipe.refiner_training import add_to_bundle
+
+    out = ctx.folder / BUNDLE_NAME
+    refiner = ctx.path(p["refiner"]) / ctx.records[p["refiner"].removeprefix("stage:")]["weights"]
+    add_to_bundle(refiner, ctx.path(p["pairs"]) / "pairs.pt", out, p.get("tta"))
+    data = safe_torch_load(out)
+    data["provenance"] = provenance(ctx)
+    with atomic_path(out) as tmp:
+        torch.save(data, tmp)
+    return {"bundle": out.name, "sha256": pv.sha256(out), "megabytes": out.stat().st_size / 1e6}
+
+
+def stage_card(ctx: StageContext, p: dict) -> dict:
+    """The card's figures, through predict's own path (``recipe.card.card_figures``)."""
+    from lofihippseg.recipe.card import card_figures, card_table
+
+    msd_test = ctx.folders["msd"] / "test" if "test" in ctx.records.get("msd", {}) else None
+    model = ctx.path(p["model"]) / BUNDLE_NAME
+    figures = card_figures(
+        model, ctx.maps, p["n"], p["seed"], msd_test, p.get("msd_limit", 0), log=ctx.log
+    )
+    sets = len(figures.get("sets", {})) * p["n"]
+    crops = sum(f["n"] for f in figures.get("msd", {}).values())
+    ctx.timing.update(unit="prediction", units=sets + crops + 2)
+    write_text_atomic(ctx.folder / "card.json", json.dumps(figures, indent=1))
+    write_text_atomic(ctx.folder / "card.md", card_table(figures, str(model)))
+    return {"figures": "card.json", "table": "card.md"}
+
+
+STAGES: dict[str, Callable[[StageContext, dict], dict]] = {
+    "msd_split": stage_msd_split,
+    "pool": stage_pool,
+    "localiser": stage_localiser,
+    "pair": stage_pair,
+    "assemble": stage_assemble,
+    "refiner_data": stage_refiner_data,
+    "refiner": stage_refiner,
+    "quality": stage_quality,
+    "export": stage_export,
+    "card": stage_card,
+}
+
+
+# ---------------------------------------------------------------- campaign
+
+
+def provenance(ctx: StageContext) -> dict:
+    """What the bundle records: the recipe as run, commit, libraries, every stage's record."""
+    stages = {}
+    for name, record in ctx.records.items():
+        timing = _read_json(ctx.folders[name] / TIMING)
+        stages[name] = {**record, "timing": timing} if timing else dict(record)
+    return {
+        "format": "lofihippseg-provenance-1",
+        "recipe": ctx.recipe,
+        "git": pv.git_commit(REPO),
+        "libraries": pv.library_versions(),
+        "threads": torch.get_num_threads(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "stages": stages,
+    }
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def stage_folders(recipe: dict, out: Path) -> dict[str, Path]:
+    """``out/NN_NAME`` of every stage, in the recipe's order."""
+    return {name: out / f"{i:02d}_{name}" for i, name in enumerate(recipe["stages"], 1)}
+
+
+def _data_paths(recipe: dict, out: Path) -> tuple[Path | None, Path | None]:
+    data = recipe.get("data", {})
+    maps = _repo_path(data.get("maps"))
+    if maps is None or not maps.is_dir():
+        if data.get("require_maps", True) and recipe["run"]["profile"] != "smoke":
+            raise LoFiError(f"{maps}: no label maps folder (data.maps of the recipe)")
+        maps = _packaged_maps(out)
+    msd = _repo_path(data.get("msd"))
+    if msd is None or not (msd / "imagesTr").is_dir():
+        if data.get("require_msd", True):
+            raise LoFiError(f"{msd}: no MSD crops (data.msd of the recipe; imagesTr/ missing)")
+        msd = None
+    return maps, msd
+
+
+def _packaged_maps(out: Path) -> Path:
+    """The package's three training label maps, linked under the names the pool reads (a clone
+    without ../shared: the smoke runs on them; the card's held-back sets are then skipped)."""
+    folder = out / "packaged_maps"
+    folder.mkdir(parents=True, exist_ok=True)
+    for src in sorted(PACKAGED_MAPS.glob("synthseg_seg_*.nii.gz")):
+        link = folder / src.name.replace("synthseg_seg_", "training_seg_")
+        if not link.exists():
+            link.symlink_to(src.resolve())
+    return folder
+
+
+def run_campaign(recipe: dict, out: Path, log: Callable[[str], None] = print) -> Path:
+    """Run (or continue) every stage; returns the bundle's path.
+
+    Raises:
+        LoFiError: missing data, a done stage whose settings changed, a stage's own errors.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "recipe_as_run.json", json.dumps(recipe, indent=1))
+    maps, msd = _data_paths(recipe, out)
+    folders = stage_folders(recipe, out)
+    records: dict[str, dict] = {}
+    hashes: dict[str, str] = {}
+    for name, stage in recipe["stages"].items():
+        folder = folders[name]
+        inputs = {i: hashes[i] for i in stage_inputs(stage) if i in hashes}
+        digest = stage_hash(stage, inputs)
+        done = _read_json(folder / DONE)
+        if done:
+            if done.get("hash") != digest:
+                raise LoFiError(
+                    f"stage {name}: {folder} was done with other settings or inputs; remove "
+                    f"that folder (and the later stages') to redo it"
+                )
+            log(f"[{name}] done before ({done.get('seconds', 0):.0f} s); skipped")
+            records[name], hashes[name] = done["record"], digest
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        ctx = StageContext(
+            name, folder, recipe, folders, records, maps, msd, recipe["run"]["device"], log
+        )
+        log(f"[{name}] {stage['kind']} starts in {folder}")
+        t = time.perf_counter()
+        record = STAGES[stage["kind"]](ctx, {k: v for k, v in stage.items() if k != "kind"})
+        seconds = time.perf_counter() - t
+        timing = {"seconds": seconds, **ctx.timing}
+        if "per_unit" not in timing and timing.get("units"):
+            timing["per_unit"] = timing["seconds"] / timing["units"]
+        write_text_atomic(folder / TIMING, json.dumps(timing, indent=1))
+        write_text_atomic(
+            folder / DONE,
+            json.dumps(
+                {
+                    "hash": digest,
+                    "record": record,
+                    "seconds": seconds,
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                },
+                indent=1,
+            ),
+        )
+        log(f"[{name}] done in {seconds:.0f} s")
+        records[name], hashes[name] = record, digest
+    export = [n for n, s in recipe["stages"].items() if s["kind"] == "export"]
+    if not export:
+        raise LoFiError("the recipe has no export stage")
+    return folders[export[-1]] / BUNDLE_NAME

@@ -1,0 +1,212 @@
+"""The recipe as data and its campaign: profiles and the scale knob, done-markers, resuming,
+refusing a changed stage, the plan from measured timings, provenance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lofihippseg.errors import LoFiError
+from lofihippseg.recipe import campaign, plan
+from lofihippseg.recipe import provenance as pv
+from lofihippseg.recipe.spec import REPO, load_recipe, stage_inputs
+
+
+def test_the_recipe_declares_every_stage_with_iterations_and_seeds():
+    recipe = load_recipe()
+    stages = recipe["stages"]
+    kinds = [s["kind"] for s in stages.values()]
+    for kind in ("msd_split", "pool", "localiser", "pair", "assemble", "refiner_data",
+                 "refiner", "export", "quality", "card"):  # fmt: skip
+        assert kind in kinds
+    for name, stage in stages.items():
+        if stage["kind"] in ("pair", "localiser", "refiner"):
+            assert stage["iterations"] > 0 and "seed" in stage, name
+            assert 0 < stage["every"] <= stage["iterations"], name  # checkpoint interval
+    # from scratch: no stage starts from earlier weights
+    assert all("init1" not in s.get("overrides", {}) for s in stages.values())
+    # every stage reads only stages before it
+    names = list(stages)
+    for i, stage in enumerate(stages.values()):
+        assert all(names.index(dep) < i for dep in stage_inputs(stage))
+
+
+def test_profile_and_scale_knob(tmp_path):
+    full = load_recipe()
+    smoke = load_recipe(profile="smoke")
+    assert smoke["stages"]["pair_t2"]["iterations"] < full["stages"]["pair_t2"]["iterations"]
+    # the smoke keeps the patches, batches and widths: its timings plan the full campaign
+    assert smoke["stages"]["pair_t2"]["config"] == full["stages"]["pair_t2"]["config"]
+    assert smoke["stages"]["refiner"]["filters"] == full["stages"]["refiner"]["filters"]
+    assert smoke["stages"]["pair_t2"]["overrides"]["unsided_side"] == "left"  # merged, not lost
+    big = load_recipe(scale=2.5, batch_scale=2, device="cuda")
+    assert big["stages"]["pair_t1"]["iterations"] == 40000
+    assert big["stages"]["refiner_data"]["count"] == 5000
+    assert big["stages"]["refiner"]["batch"] == 8
+    assert big["stages"]["pair_t1"]["overrides"]["batch_size"] == 8
+    assert big["run"] == {"profile": None, "scale": 2.5, "batch_scale": 2, "device": "cuda",
+                          "file": str(REPO / "release" / "recipe.toml")}  # fmt: skip
+    with pytest.raises(LoFiError, match="no profile 'nope'"):
+        load_recipe(profile="nope")
+    with pytest.raises(LoFiError, match="scale"):
+        load_recipe(scale=0)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[stages.x]\nkind = "dance"\n')
+    with pytest.raises(LoFiError, match="unknown kind 'dance'"):
+        load_recipe(bad)
+
+
+def _toy_recipe(tmp_path: Path, iterations: int = 6) -> dict:
+    text = f"""
+name = "toy"
+[data]
+maps = "{tmp_path / "maps"}"
+require_msd = false
+[stages.a]
+kind = "pool"
+n = 2
+n_val = 0
+[stages.b]
+kind = "refiner"
+data = "stage:a"
+iterations = {iterations}
+every = 2
+[stages.c]
+kind = "export"
+model = "stage:b"
+"""
+    (tmp_path / "maps").mkdir(exist_ok=True)
+    path = tmp_path / "toy.toml"
+    path.write_text(text)
+    return load_recipe(path)
+
+
+class Toy:
+    """Stage functions that count what they do, checkpoint every ``every`` and can be
+    interrupted (as a kill would) after a given iteration."""
+
+    def __init__(self, stop_after: int | None = None):
+        self.calls: list[str] = []
+        self.stop_after = stop_after
+
+    def pool(self, ctx, p):
+        self.calls.append(ctx.name)
+        (ctx.folder / "cases.txt").write_text("x\n" * p["n"])
+        ctx.timing.update(unit="case", units=p["n"], seconds=4.0)
+        return {"cases": p["n"]}
+
+    def train(self, ctx, p):
+        self.calls.append(ctx.name)
+        ckpt = ctx.folder / "last.json"
+        start = json.loads(ckpt.read_text())["it"] if ckpt.exists() else 0
+        for it in range(start, p["iterations"]):
+            if self.stop_after is not None and it == self.stop_after:
+                raise KeyboardInterrupt
+            if (it + 1) % p["every"] == 0:
+                ckpt.write_text(json.dumps({"it": it + 1}))
+        ctx.timing.update(unit="iteration", per_unit=0.5)
+        return {"iterations": p["iterations"], "started_at": start}
+
+    def export(self, ctx, p):
+        self.calls.append(ctx.name)
+        (ctx.folder / campaign.BUNDLE_NAME).write_bytes(b"bundle")
+        return {"bundle": campaign.BUNDLE_NAME}
+
+
+def _patch(monkeypatch, toy: Toy) -> None:
+    monkeypatch.setitem(campaign.STAGES, "pool", toy.pool)
+    monkeypatch.setitem(campaign.STAGES, "refiner", toy.train)
+    monkeypatch.setitem(campaign.STAGES, "export", toy.export)
+
+
+def test_campaign_resumes_from_the_last_checkpoint_and_skips_done_stages(tmp_path, monkeypatch):
+    recipe, out = _toy_recipe(tmp_path), tmp_path / "campaign"
+    stopped = Toy(stop_after=5)  # killed at iteration 5: the checkpoint of 4 survives
+    _patch(monkeypatch, stopped)
+    with pytest.raises(KeyboardInterrupt):
+        campaign.run_campaign(recipe, out, log=lambda s: None)
+    assert (out / "01_a" / campaign.DONE).is_file()
+    assert not (out / "02_b" / campaign.DONE).exists()  # no marker for a stopped stage
+    again = Toy()
+    _patch(monkeypatch, again)
+    bundle = campaign.run_campaign(recipe, out, log=lambda s: None)
+    assert bundle == out / "03_c" / campaign.BUNDLE_NAME and bundle.is_file()
+    assert again.calls == ["b", "c"]  # the pool was not made again
+    done = json.loads((out / "02_b" / campaign.DONE).read_text())
+    assert done["record"] == {"iterations": 6, "started_at": 4}  # lost at most `every`
+    third = Toy()
+    _patch(monkeypatch, third)
+    assert campaign.run_campaign(recipe, out, log=lambda s: None) == bundle
+    assert third.calls == []
+    saved = json.loads((out / "recipe_as_run.json").read_text())
+    assert saved["stages"]["b"]["iterations"] == 6
+
+
+def test_campaign_refuses_a_done_stage_whose_settings_changed(tmp_path, monkeypatch):
+    out = tmp_path / "campaign"
+    _patch(monkeypatch, Toy())
+    campaign.run_campaign(_toy_recipe(tmp_path), out, log=lambda s: None)
+    with pytest.raises(LoFiError, match="02_b was done with other settings"):
+        campaign.run_campaign(_toy_recipe(tmp_path, iterations=8), out, log=lambda s: None)
+
+
+def test_campaign_needs_its_data(tmp_path):
+    recipe = load_recipe()
+    recipe["data"] = {"maps": str(tmp_path / "none"), "msd": str(tmp_path / "none")}
+    with pytest.raises(LoFiError, match="no label maps folder"):
+        campaign.run_campaign(recipe, tmp_path / "c", log=lambda s: None)
+
+
+def test_plan_multiplies_measured_timings_and_names_what_is_unmeasured(tmp_path, monkeypatch):
+    _patch(monkeypatch, Toy())
+    small = tmp_path / "small"
+    campaign.run_campaign(_toy_recipe(tmp_path), small, log=lambda s: None)
+    recipe = _toy_recipe(tmp_path)
+    recipe["stages"]["b"]["iterations"] = 7200
+    rows = {r.name: r for r in plan.campaign_plan(recipe, tmp_path / "big", [small])}
+    assert rows["b"].per_unit == 0.5 and rows["b"].hours == pytest.approx(1.0)
+    assert rows["a"].per_unit == pytest.approx(2.0)  # 4 s for 2 cases
+    assert "measured in" in rows["b"].source and not rows["b"].done
+    unmeasured = plan.campaign_plan(recipe, tmp_path / "big")
+    assert all(r.per_unit is None for r in unmeasured)
+    text = plan.describe(unmeasured)
+    assert "not measured yet: a, b, c" in text
+    assert "02_b" not in plan.status(recipe, tmp_path / "big")
+    assert "done in" in plan.status(recipe, small)
+
+
+def test_provenance_hashes_commit_and_versions(tmp_path):
+    a = tmp_path / "a.txt"
+    a.write_text("hello")
+    rows = pv.file_list([a])
+    assert rows == [{"name": "a.txt", "sha256": pv.sha256(a)}]
+    assert rows[0]["sha256"].startswith("2cf24dba")  # sha256("hello")
+    b = tmp_path / "b.txt"
+    b.write_text("hello!")
+    assert pv.list_digest(rows) != pv.list_digest(pv.file_list([b]))
+    versions = pv.library_versions()
+    assert "torch" in versions and "python" in versions
+    git = pv.git_commit(REPO)
+    assert git["commit"] is None or len(git["commit"]) == 40
+    assert pv.git_commit(tmp_path) == {"commit": None, "dirty": None}
+
+
+@pytest.mark.slow
+def test_smoke_campaign_end_to_end(tmp_path):
+    """Every stage at toy scale (what `make model-smoke` runs; several minutes)."""
+    from conftest import shared_path
+
+    from lofihippseg.cli.model_info import bundle_info
+    from lofihippseg.inference.model_loading import load_model
+
+    shared_path("data", "synthseg_label_maps")
+    bundle = campaign.run_campaign(load_recipe(profile="smoke"), tmp_path / "c", log=print)
+    model = load_model(str(bundle))
+    assert model.refiner is not None and model.localiser is not None and model.tta
+    info = bundle_info(bundle)
+    stages = info["provenance"]["stages"]
+    assert stages["pair_t2"]["iterations"] == 4 and stages["pool"]["maps"]
+    card = json.loads((tmp_path / "c" / "11_card" / "card.json").read_text())
+    assert "t1_head" in card
