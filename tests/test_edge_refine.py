@@ -131,8 +131,8 @@ def test_predictor_refines_only_when_asked(tmp_path):
 
 def test_released_recipe_never_refines_by_default():
     model = fake_model(IntensityNet(), recipe="released")
-    assert Predictor(model, PredictSettings(device="cpu")).edge_weight == 0.0
-    assert Predictor(model, PredictSettings(device="cpu", edge_weight=2.0)).edge_weight == 2.0
+    assert Predictor(model, PredictSettings(device="cpu")).plan.edge_weight == 0.0
+    assert Predictor(model, PredictSettings(device="cpu", edge_weight=2.0)).plan.edge_weight == 2.0
 
 
 def test_cli_edge_weight_reaches_the_sidecar_and_bad_values_are_one_line(tmp_path, capsys):

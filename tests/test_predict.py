@@ -243,23 +243,14 @@ def test_roi_path_matches_whole_volume(tmp_path):
     np.testing.assert_array_equal(roi.labels, whole.labels)
 
 
-def test_a_mirror_pass_that_leaves_its_boxes_says_so(tmp_path, monkeypatch):
+def test_the_mirror_runs_in_the_located_boxes(tmp_path):
     vol = load_image(write_nifti(tmp_path / "big.nii.gz", two_level_head()))
     model = fake_model(TwoLevelNet())
-    original = Predictor._in_boxes
-
-    def no_boxes_when_mirrored(self, *args):
-        if args[-1] == (0,):  # the mirrored pass: as if its outline reached a box's face
-            args[-2]["roi_fallback"] = "the segmentation reached a box face"
-            return None
-        return original(self, *args)
-
-    monkeypatch.setattr(Predictor, "_in_boxes", no_boxes_when_mirrored)
-    pred = Predictor(model, settings(roi="on", tta=True)).predict_volume(vol)
-    assert "roi_boxes" in pred.info and "roi_fallback" not in pred.info  # the kept pass's
-    assert pred.info["tta_roi_fallback"] == "the segmentation reached a box face"
-    assert pred.labels.shape == vol.data.shape
-    assert "tta_roi_fallback" not in Predictor(model, settings(roi="on")).predict_volume(vol).info
+    roi = Predictor(model, settings(roi="on", tta=True)).predict_volume(vol)
+    whole = Predictor(model, settings(roi="off", tta=True)).predict_volume(vol)
+    assert "roi_boxes" in roi.info and "roi_fallback" not in roi.info, roi.info
+    assert roi.info["tta"] is True and (roi.labels > 0).any()
+    np.testing.assert_array_equal(roi.labels, whole.labels)
 
 
 def test_roi_falls_back_when_a_side_is_missing(tmp_path, monkeypatch):
@@ -269,8 +260,7 @@ def test_roi_falls_back_when_a_side_is_missing(tmp_path, monkeypatch):
     assert "not both located" in pred.info["roi_fallback"]
     whole = Predictor(one_side, settings(roi="off")).predict_volume(vol)
     np.testing.assert_array_equal(pred.labels, whole.labels)
-    # boxes that hold one side only (the coarse pass was fooled): the final check falls back
-    model = fake_model(TwoLevelNet())
+    # boxes that hold one side only (the coarse pass was fooled)
     real_boxes = roi_mod.side_boxes
 
     def left_box_only(probs, shape, margin, threshold=roi_mod.COARSE_THRESHOLD):
@@ -279,9 +269,18 @@ def test_roi_falls_back_when_a_side_is_missing(tmp_path, monkeypatch):
         return [(slice(box[0].start, box[0].start + half), *box[1:])]
 
     monkeypatch.setattr(roi_mod, "side_boxes", left_box_only)
-    pred = Predictor(model, settings(roi="on")).predict_volume(vol)
-    assert pred.info["roi_fallback"] == "segmentation in the boxes misses a side"
-    assert (pred.labels == 1).any() and (pred.labels == 2).any()
+    calls = []
+
+    class CountingTwoLevel(TwoLevelNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(tuple(x.shape[-3:]))
+            return super().forward(x)
+
+    pred = Predictor(fake_model(CountingTwoLevel()), settings(roi="on")).predict_volume(vol)
+    # a side the boxes' segmentation misses is flagged, not searched for in the whole volume
+    assert pred.info["roi_missing_side"] is True and "roi_fallback" not in pred.info
+    assert "roi_boxes" in pred.info and len(calls) == 2 + 2  # coarse pass + the box, per view
+    assert (pred.labels == 1).any() and not (pred.labels == 2).any()
 
 
 def test_roi_regrows_boxes_that_cut_the_segmentation(tmp_path, monkeypatch):

@@ -15,13 +15,15 @@ def device_option(help_text: str = "Where to compute; auto = CUDA when available
 
 
 def family_option():
-    """``--family auto|NAME``: which contrast family's networks to run (models with several)."""
+    """``--family auto|agreement|NAME``: which pair of networks runs (models with several)."""
     return click.option(
         "--family",
         default="auto",
         show_default=True,
-        help="Contrast family of the networks when the model has several (the shipped model: "
-        "t2 and t1): auto = run each pair and keep the one whose two views agree best.",
+        help="Which pair of networks runs when the model has several (the shipped model: t2 "
+        "and t1). auto = the model's advice (the shipped model: t2 for heads, t1 for crops "
+        "narrower than 80 mm from left to right, such as the MSD crops); agreement = run each "
+        "pair and keep the one whose two views agree best (v12's rule, ~2x slower); or a name.",
     )
 
 

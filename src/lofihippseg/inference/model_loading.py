@@ -60,6 +60,10 @@ class LoadedModel:
         refiner: the bundle's outline refiner, if it has one (``inference.refiner``).
         tta: the bundle's advice on left-right mirror test-time augmentation (its key
             ``"tta"``, chosen on validation for that model): ``PredictSettings.tta``'s default.
+        family_rule: the bundle's advice on which pair runs (its key ``"family_rule"``:
+            ``{"head": NAME, "crop": NAME}``, chosen on validation): ``--family auto`` then runs
+            one pair, chosen by the scan's field of view (``inference.plan``); None = every pair
+            runs and the best-agreeing one is kept.
     """
 
     spec: ModelSpec
@@ -73,6 +77,7 @@ class LoadedModel:
     family_grid_mm: dict[str, float | None] = field(default_factory=dict)
     refiner: Refiner | None = None
     tta: bool = False
+    family_rule: dict[str, str] | None = None
 
     def grid_of(self, family: str | None) -> float | None:
         """The working grid (mm) of a family's pair: its own if it has one, else the spec's."""
@@ -141,7 +146,25 @@ def _from_bundle(path: Path, device: str, config_spec: dict | None = None) -> Lo
     if not isinstance(tta, bool):
         raise LoFiError(f"{path}: bad tta entry {tta!r} (true or false)")
     model.tta = tta
+    model.family_rule = _family_rule(data.get("family_rule"), model, path)
     return model
+
+
+def _family_rule(entry: Any, model: LoadedModel, path: Path) -> dict[str, str] | None:
+    """The bundle's ``family_rule`` (``{"head": NAME, "crop": NAME}``, both pairs it has)."""
+    if entry is None:
+        return None
+    names = set(model.pairs)
+    if (
+        not isinstance(entry, dict)
+        or set(entry) != {"head", "crop"}
+        or not all(isinstance(v, str) and v in names for v in entry.values())
+    ):
+        raise LoFiError(
+            f"{path}: bad family_rule {entry!r} (expected head and crop, each one of the "
+            f"model's contrast families: {sorted(str(n) for n in names)})"
+        )
+    return {"head": entry["head"], "crop": entry["crop"]}
 
 
 def _families(

@@ -193,22 +193,52 @@ def refine_probabilities(
     out = fused.astype(np.float32, copy=True)
     change = {}
     cubes = side_cubes(fused, spacing, threshold) if cubes is None else cubes
-    for c, (side, cube) in enumerate(zip(("left", "right"), cubes, strict=True)):
-        if cube is None:
-            continue
-        img = to_mm_grid(cut(image, cube))
-        prior = to_mm_grid(cut(fused[c], cube))
-        x = refiner_input(img, prior)
-        window = network_window(prior)
+    found = [(c, cube) for c, cube in enumerate(cubes) if cube is not None]
+    priors = [to_mm_grid(cut(fused[c], cube)) for c, cube in found]
+    inputs = [
+        refiner_input(to_mm_grid(cut(image, cube)), p)
+        for (_, cube), p in zip(found, priors, strict=True)
+    ]
+    windows = common_windows([network_window(p) for p in priors])
+    if inputs:  # both sides in one batch: one pass of the network (faster on a CPU)
+        batch = torch.cat(
+            [x[(slice(None), slice(None), *w)] for x, w in zip(inputs, windows, strict=True)]
+        )
         if device is not None:
-            x = x.to(device)
+            batch = batch.to(device)
+        refined = torch.sigmoid(refiner(batch))[:, 0].cpu()
+    for i, ((c, cube), prior, window) in enumerate(zip(found, priors, windows, strict=True)):
         p = prior.clone()
-        p[window] = torch.sigmoid(refiner(x[(slice(None), slice(None), *window)]))[0, 0].cpu()
+        p[window] = refined[i]
         back = from_mm_grid(p, cube.size)
         vol, part = cube.clipped(out.shape[1:])
         out[c][vol] = back[part]
+        side = ("left", "right")[c]
         change[side] = int((out[c] > threshold).sum()) - int((fused[c] > threshold).sum())
     return out, change
+
+
+def common_windows(windows: list[tuple[slice, ...]]) -> list[tuple[slice, ...]]:
+    """Windows of one size (the largest along each axis), each kept centred where it was and
+    inside the cube, so that the sides run as one batch.
+
+    Example:
+        >>> a, b = common_windows([(slice(0, 32),) * 3, (slice(16, 64),) * 3])
+        >>> a[0], b[0]
+        (slice(0, 48, None), slice(16, 64, None))
+    """
+    if not windows:
+        return []
+    size = [max(w[a].stop - w[a].start for w in windows) for a in range(3)]
+    out = []
+    for w in windows:
+        axes = []
+        for a, n in enumerate(size):
+            centre = (w[a].start + w[a].stop) // 2
+            start = min(max(centre - n // 2, 0), CUBE_MM - n)
+            axes.append(slice(start, start + n))
+        out.append(tuple(axes))
+    return out
 
 
 def side_cubes(

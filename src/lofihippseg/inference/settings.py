@@ -29,11 +29,10 @@ class PredictSettings:
             probabilities; None = when the model has one, except for the released recipe.
         lcc: keep the largest connected component per side; None = the recipe's
             (released: off, paper: on).
-        tta: also run the kept pair of networks on the left-right mirror image and average
-            (channels swapped back; with several contrast families, the pair is chosen on the
-            scan as it is, so the mirror costs one pair's time); None = the model's advice
-            (``LoadedModel.tta``: on for the shipped model, where it was chosen on validation;
-            off for the released recipe).
+        tta: also run the pair of networks on the left-right mirror image and average
+            (channels swapped back; with ``family="agreement"`` the pair is chosen on the scan
+            as it is, then mirrored); None = the model's advice (``LoadedModel.tta``: off for
+            the shipped model since v13, chosen on validation; never for the released recipe).
         sliding_window: ``auto`` (sliding windows only for volumes too large for one pass),
             ``on`` or ``off`` (whole volume padded to a multiple of 16).
         roi_size: sliding-window size (multiples of 16).
@@ -45,9 +44,10 @@ class PredictSettings:
         grid: ``auto`` (the model's working grid, ``ModelSpec.grid_mm``: inputs on other
             grids are resampled to it and the probabilities mapped back), ``native`` (run on
             each input's own grid) or a voxel size in mm (e.g. ``1.5``).
-        family: ``auto`` (a model with several contrast families runs each pair of networks
-            and keeps the one whose two views agree best) or a family's name (e.g. ``t1``,
-            ``t2``: only that pair runs).
+        family: ``auto`` (the model's ``family_rule``: one pair, chosen by the scan's field of
+            view, ``inference.plan``; a model without one behaves as ``agreement``),
+            ``agreement`` (every pair runs, the one whose two views agree best is kept: v12's
+            rule) or a family's name (e.g. ``t1``, ``t2``: only that pair runs).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         threads: CPU threads for torch (None = torch's default).
         amp: float16 mixed precision on CUDA.

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.inferers import sliding_window_inference
 
 from lofihippseg.errors import LoFiError
 from lofihippseg.models.vnet import SIZE_MULTIPLE
@@ -59,23 +58,27 @@ def _sigmoid_net(net: torch.nn.Module, device: torch.device, amp: bool):
 def whole_volume(
     net: torch.nn.Module, volume: torch.Tensor, device: torch.device, amp: bool = True
 ) -> torch.Tensor:
-    """Sigmoid probabilities (2, D, H, W) on the CPU of one (D, H, W) volume, in one pass.
+    """Sigmoid probabilities (2, D, H, W) on the CPU of one (D, H, W) volume, in one pass; of
+    a batch of volumes (B, D, H, W), (B, 2, D, H, W) in one pass.
 
     Example:
         >>> from lofihippseg.models.vnet import VNet
-        >>> whole_volume(VNet(n_filters=4).eval(), torch.rand(17, 20, 9), torch.device("cpu")).shape
+        >>> net, cpu = VNet(n_filters=4).eval(), torch.device("cpu")
+        >>> whole_volume(net, torch.rand(17, 20, 9), cpu).shape
         torch.Size([2, 17, 20, 9])
+        >>> whole_volume(net, torch.rand(3, 8, 8, 8), cpu).shape
+        torch.Size([3, 2, 8, 8, 8])
     """
-    shape = volume.shape[-3:]
+    shape, lead = volume.shape[-3:], volume.shape[:-3]
     target = [int(np.ceil(s / SIZE_MULTIPLE) * SIZE_MULTIPLE) for s in shape]
     before = [(t - s) // 2 for t, s in zip(target, shape, strict=True)]
     pad: list[int] = []
     for b, t, s in reversed(list(zip(before, target, shape, strict=True))):
         pad += [b, t - s - b]
-    x = F.pad(volume.reshape(1, 1, *shape).float(), pad)
-    probs = _sigmoid_net(net, device, amp)(x)[0]
+    x = F.pad(volume.reshape(-1, 1, *shape).float(), pad)
+    probs = _sigmoid_net(net, device, amp)(x)
     box = tuple(slice(b, b + s) for b, s in zip(before, shape, strict=True))
-    return probs[(slice(None), *box)].cpu()
+    return probs[(slice(None), slice(None), *box)].cpu().reshape(*lead, 2, *shape)
 
 
 @torch.inference_mode()
@@ -95,6 +98,9 @@ def sliding_windows(
         >>> sliding_windows(net, torch.rand(40, 20, 9), torch.device("cpu"), (32, 16, 16)).shape
         torch.Size([2, 40, 20, 9])
     """
+    # imported here: MONAI costs ~1 s of start-up, and most scans never need sliding windows
+    from monai.inferers import sliding_window_inference
+
     roi = check_roi_size(roi_size)
     x = volume.reshape(1, 1, *volume.shape[-3:]).float()
     out = sliding_window_inference(

@@ -15,9 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
 from lofihippseg.io.atomic import atomic_path
 
@@ -155,6 +152,11 @@ def save_qc_png(
     Example:
         >>> save_qc_png(vol.data, labels, vol.spacing, "CASE_qc.png", "CASE")  # doctest: +SKIP
     """
+    # imported here: matplotlib costs ~0.5 s of start-up, which --no-qc runs never need
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
     path = Path(path)
     fig = Figure(figsize=FIGSIZE_IN, dpi=DPI)
     FigureCanvasAgg(fig)
