@@ -17,6 +17,7 @@ is reported and the batch goes on; ``BatchReport.failed`` lists them.
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import logging
@@ -50,6 +51,7 @@ from lofihippseg.io.paths import (
     ensure_writable_dir,
     is_absent_file,
     is_file_or_absent,
+    permission_hint,
     safe_output_path,
 )
 from lofihippseg.io.readback import outputs_problem
@@ -291,19 +293,51 @@ def _remove_stale_temps(paths: dict[str, Path]) -> None:
     remove_stale_temps(paths.values())
 
 
-def failure_message(path: Path, exc: BaseException) -> str:
-    """One line ``FILE: problem`` for a case that failed.
+def failure_message(path: Path, exc: BaseException, out_dir: Path | None = None) -> str:
+    """One line ``FILE: problem`` for a case that failed; a full disk names the output folder.
 
     Example:
         >>> failure_message(Path("a.nii.gz"), OSError(30, "Read-only file system", "out/x"))
         'out/x: Read-only file system'
+        >>> full = OSError(28, "No space left on device")
+        >>> failure_message(Path("a.nii.gz"), full, Path("out")).split(";")[0]
+        'out: no space left on device for the outputs of a.nii.gz'
     """
     if isinstance(exc, InputError):
         return str(exc)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = out_dir or (Path(exc.filename).parent if exc.filename else path)
+        return (
+            f"{where}: no space left on device for the outputs of {path}; "
+            "free some space or use another -o"
+        )
     if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.filename or path}: {exc.strerror}"
+        hint = permission_hint() if exc.errno in (errno.EACCES, errno.EPERM) else ""
+        return f"{exc.filename or path}: {exc.strerror}{hint}"
     text = str(exc) if isinstance(exc, LoFiError) else f"{type(exc).__name__}: {exc}"
     return text if text.startswith(str(path)) else f"{path}: {text}"
+
+
+def _stamps(paths: dict[str, Path]) -> dict[str, tuple[int, int] | None]:
+    """Each output's (inode, mtime) now, or None where there is none."""
+    out: dict[str, tuple[int, int] | None] = {}
+    for key, p in paths.items():
+        try:
+            st = p.stat()
+            out[key] = (st.st_ino, st.st_mtime_ns)
+        except OSError:
+            out[key] = None
+    return out
+
+
+def _remove_written(paths: dict[str, Path], before: dict[str, tuple[int, int] | None]) -> None:
+    """Delete the outputs a failed attempt wrote (new or replaced since ``before``)."""
+    for key, stamp in _stamps(paths).items():
+        if stamp is not None and stamp != before.get(key):
+            try:
+                paths[key].unlink()
+            except OSError as exc:
+                log.warning("could not remove the partial output %s: %s", paths[key], exc)
 
 
 def _record_failure(path: Path, case: str, source: Path, message: str) -> None:
@@ -451,9 +485,12 @@ def predict(
                     continue
                 log.warning("%s: redoing it, its outputs do not read back: %s", case, problem)
             _remove_stale_temps(paths)
+            before = _stamps(paths)
             results.append(_write_case(predictor, path, out_dir, paths, settings, model, layout))
         except Exception as exc:  # report the case and go on with the batch
-            message = failure_message(path, exc)
+            if "before" in locals():
+                _remove_written(paths, before)  # a failed case leaves none of its outputs
+            message = failure_message(path, exc, out_dir)
             log.debug("%s: failed: %s", case, message, exc_info=not isinstance(exc, LoFiError))
             results.append(CaseResult(case, path, "failed", message))
             _record_failure(layout.failure_path(out_dir, case), case, path, message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -44,8 +45,26 @@ def ensure_writable_dir(folder: str | Path) -> Path:
     except FileExistsError:
         raise LoFiError(f"{folder}: cannot write there (a file, not a folder)") from None
     except OSError as exc:
-        raise LoFiError(f"{folder}: cannot write there ({exc.strerror or exc})") from None
+        hint = permission_hint() if exc.errno in (errno.EACCES, errno.EPERM) else ""
+        raise LoFiError(f"{folder}: cannot write there ({exc.strerror or exc}){hint}") from None
     return folder
+
+
+def permission_hint() -> str:
+    """What to do when an output folder is not writable: inside the container (which runs as
+    user 1000 unless told otherwise), run it as yourself; elsewhere, fix the folder.
+
+    Example:
+        >>> permission_hint()  # doctest: +SKIP
+        '; check the folder's permissions or choose another -o'
+    """
+    if os.environ.get("LOFIHIPPSEG_CONTAINER"):
+        return (
+            f"; the container runs as user {os.getuid()}: run it with "
+            '--user "$(id -u):$(id -g)" (docker/podman) so it writes as you, '
+            "or make the folder writable for that user"
+        )
+    return "; check the folder's permissions or choose another -o"
 
 
 def is_absent_file(path: str | Path) -> bool:
