@@ -8,7 +8,7 @@
 2. The packaged real T1 head (no labels): volumes per side, whether label 1 lies on the left
    (smaller world x), and the CPU time of one prediction.
 3. The packaged synthetic low-field example scan, if present, against its labels.
-4. ``--msd DIR``: the real MSD test crops of ``release/msd_split.py`` (``DIR/images``,
+4. ``--msd DIR``: the real MSD test crops of ``lofihippseg.recipe.msd`` (``DIR/images``,
    ``DIR/labels``; never trained on), Dice with the sides merged (a crop has no side) and the
    predicted / true volume; as stored (all left-like) and mirrored left-right (right-like).
 5. Where the boundary can be trusted: each synthetic scan's per-side edge visibility (the
@@ -414,7 +414,7 @@ def main() -> None:
         "--msd",
         type=Path,
         default=None,
-        help="MSD test crops (release/msd_split.py's OUT/test) to score with the sides merged",
+        help="MSD test crops (lofihippseg.recipe.msd OUT/test) to score with the sides merged",
     )
     a = p.parse_args()
     torch.set_num_threads(a.threads)
