@@ -21,14 +21,17 @@ from pathlib import Path
 
 from lofihippseg import __version__
 from lofihippseg.bids.dataset import (
+    BidsImage,
     check_output_folder,
     find_images,
+    group_stacks,
     normalise_labels,
     read_description,
 )
 from lofihippseg.bids.derivatives import (
     TABLE_COLUMNS,
     BidsLayout,
+    BidsStacksLayout,
     dataset_description,
     derivative_subjects,
     model_identity,
@@ -39,9 +42,17 @@ from lofihippseg.bids.derivatives import (
 )
 from lofihippseg.config import to_dict
 from lofihippseg.errors import LoFiError
-from lofihippseg.inference.api import BatchReport, PredictSettings, predict
+from lofihippseg.inference.api import (
+    BatchReport,
+    CaseResult,
+    PredictSettings,
+    _record_failure,
+    failure_message,
+    predict,
+)
 from lofihippseg.inference.model_loading import LoadedModel, load_model
 from lofihippseg.sharding import take_shard
+from lofihippseg.stacks.session import StacksSettings
 
 GROUP_TABLE = "group_volumes.tsv"
 REPORT_NAME = "report.html"
@@ -82,6 +93,8 @@ def run_participant(
     suffixes: Sequence[str] = ("T2w",),
     acquisitions: Sequence[str] | None = None,
     progress: bool = True,
+    group_stacks: bool = False,
+    stack_settings: StacksSettings | None = None,
 ) -> ParticipantRun:
     """Segment the selected participants of a BIDS dataset into BIDS derivatives.
 
@@ -96,6 +109,10 @@ def run_participant(
         suffixes: image suffixes in order of preference (e.g. ``("T2w", "T1w")``).
         acquisitions: only these ``acq-`` labels; None = any.
         progress: show a progress bar.
+        group_stacks: images of one subject and session that differ only in ``acq-`` or
+            ``run-`` are one session's stacks: registered, combined and segmented as one case
+            (``lofihippseg predict --stacks``), named ``..._rec-stacks_...``.
+        stack_settings: how grouped stacks are registered and combined.
 
     Returns:
         The participants of this shard and predict's report.
@@ -121,12 +138,46 @@ def run_participant(
     if not images:  # this shard has no participant (more shards than participants)
         return ParticipantRun([], BatchReport(out_dir, [], None))
     settings = dataclasses.replace(settings, shard=None, save_uncertainty=False, lisa_names=False)
-    report = predict(
-        [im.path for im in images], out_dir, model, settings, progress, layout=BidsLayout(images)
-    )
+    if group_stacks:
+        report = _predict_groups(images, out_dir, model, settings, stack_settings, progress)
+    else:
+        report = predict(
+            [im.path for im in images], out_dir, model, settings, progress, BidsLayout(images)
+        )
     for subject in subjects:
         write_subject_table(out_dir, subject)
     return ParticipantRun(subjects, report)
+
+
+def _predict_groups(
+    images: list[BidsImage],
+    out_dir: Path,
+    model: LoadedModel,
+    settings: PredictSettings,
+    stack_settings: StacksSettings | None,
+    progress: bool,
+) -> BatchReport:
+    """Segment single images with ``predict`` and each group of stacks as one case."""
+    from lofihippseg.stacks.api import predict_stacks
+
+    groups = group_stacks(images)
+    layout = BidsStacksLayout(groups)
+    singles = [g[0].path for g in groups if len(g) == 1]
+    results = []
+    if singles:
+        results = predict(singles, out_dir, model, settings, progress, layout=layout).results
+    for group in (g for g in groups if len(g) > 1):
+        first = group[0].path
+        case = layout.case_id(first)
+        try:
+            paths = [im.path for im in group]
+            result = predict_stacks(paths, out_dir, model, settings, stack_settings, layout, case)
+        except Exception as exc:  # report the session and go on, as predict does
+            message = failure_message(first, exc)
+            result = CaseResult(case, first, "failed", message)
+            _record_failure(layout.failure_path(out_dir, case), case, first, message)
+        results.append(result)
+    return BatchReport(out_dir, results, None)
 
 
 @dataclass

@@ -189,3 +189,31 @@ def find_images(
             "for the participants, sessions and acquisitions asked for"
         )
     return selected
+
+
+# entities that tell a session's stacks apart (``acq-axi``, ``acq-cor``, ``run-2`` ...)
+STACK_ENTITIES = ("acq", "run")
+
+
+def _stack_order(image: BidsImage) -> tuple[int, str]:
+    """The axial stack first (an ``acq-`` label starting with ``ax``), then by name."""
+    acq = (image.name.get("acq") or "").lower()
+    return (0 if acq.startswith("ax") else 1, image.name.filename)
+
+
+def group_stacks(images: list[BidsImage]) -> list[list[BidsImage]]:
+    """Group images of one subject and session that differ only in ``acq-`` or ``run-``.
+
+    Each group with two or more images is one session's stacks (the first, the reference
+    frame, is the axial one when an ``acq-`` label says so); other images stay alone.
+
+    Example:
+        >>> [[im.name.get("acq") for im in g] for g in group_stacks(images)]  # doctest: +SKIP
+        [['axi', 'cor', 'sag'], ['lf']]
+    """
+    groups: dict[tuple, list[BidsImage]] = {}
+    for image in images:
+        entities = image.name.entities.items()
+        rest = tuple(sorted((k, v) for k, v in entities if k not in STACK_ENTITIES))
+        groups.setdefault((rest, image.name.suffix), []).append(image)
+    return [sorted(g, key=_stack_order) for g in groups.values()]

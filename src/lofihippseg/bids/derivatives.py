@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lofihippseg.bids.dataset import BidsImage
-from lofihippseg.bids.entities import parse_name
+from lofihippseg.bids.entities import BidsName, parse_name
 from lofihippseg.config import save_json
 from lofihippseg.errors import LoFiError
 from lofihippseg.inference.layout import FAILURE_SUFFIX, FAILURES_DIR, OutputLayout
@@ -275,3 +275,83 @@ def derivative_subjects(out_dir: Path) -> list[str]:
         except LoFiError:
             continue
     return sorted(subjects)
+
+
+STACKS_REC = "stacks"  # rec- entity of a label map made from a session's combined stacks
+
+
+def stacks_name(images: list[BidsImage]) -> BidsName:
+    """The BIDS name of a session's combined stacks: their shared entities plus ``rec-stacks``.
+
+    Example:
+        >>> stacks_name(group).filename  # doctest: +SKIP
+        'sub-01_ses-1_rec-stacks_T2w.nii.gz'
+    """
+    return images[0].name.replace(acq=None, run=None, rec=STACKS_REC)
+
+
+class BidsStacksLayout(BidsLayout):
+    """:class:`BidsLayout` for sessions whose stacks are combined (``bids --group-stacks``).
+
+    A group's outputs are named by :func:`stacks_name` (``acq-``/``run-`` dropped,
+    ``rec-stacks`` added, no ``space-``: the label map lies on a 1 mm grid in the first
+    stack's world space, which ``SpatialReference`` names); label maps on each stack's own
+    grid (``--save-stack-labels``) keep that stack's entities, with ``rec-stacks`` and
+    ``space-orig``. Single images are named as by :class:`BidsLayout`.
+    """
+
+    def __init__(self, groups: list[list[BidsImage]]) -> None:
+        super().__init__([im for g in groups for im in g])
+        self.groups = {g[0].path.resolve(): g for g in groups}
+
+    def group(self, path: Path) -> list[BidsImage] | None:
+        """The stacks a (first stack's) path stands for, None for a single image."""
+        group = self.groups.get(Path(path).resolve())
+        return group if group and len(group) > 1 else None
+
+    def case_id(self, path: Path) -> str:
+        """A group's case is its combined name's stem."""
+        group = self.group(path)
+        return stacks_name(group).stem if group else super().case_id(path)
+
+    def paths(self, out_dir: Path, case: str, path: Path) -> dict[str, Path]:
+        """Derivative files of one image or one group of stacks."""
+        group = self.group(path)
+        if group is None:
+            return super().paths(out_dir, case, path)
+        name = stacks_name(group)
+        dseg = name.replace(desc=DESC, suffix="dseg", extension=".nii.gz")
+        anat = Path(*Path(group[0].relpath).parent.parts)
+        names = {
+            "labels": anat / dseg.filename,
+            "sidecar": anat / dseg.replace(extension=".json").filename,
+            "qc": Path(
+                f"sub-{group[0].subject}", "figures", dseg.replace(extension=".png").filename
+            ),
+            "combined": anat / name.replace(desc="combined", extension=".nii.gz").filename,
+        }
+        for key, label in PROB_LABELS.items():
+            prob = name.replace(label=label, desc=DESC, suffix="probseg", extension=".nii.gz")
+            names[key] = anat / prob.filename
+        return {k: safe_output_path(out_dir, str(v)) for k, v in names.items()}
+
+    def stack_paths(self, out_dir: Path, path: Path) -> list[Path]:
+        """Label maps on each stack's own grid (``rec-stacks_space-orig``)."""
+        group = self.group(path) or [self.image(path)]
+        out = []
+        for image in group:
+            dseg = image.name.replace(
+                rec=STACKS_REC, space=SPACE, desc=DESC, suffix="dseg", extension=".nii.gz"
+            )
+            out.append(safe_output_path(out_dir, str(Path(image.relpath).parent / dseg.filename)))
+        return out
+
+    def sidecar_extra(self, case: str, path: Path) -> dict[str, Any]:
+        """A group's sources are all its stacks; its spatial reference is the first stack."""
+        group = self.group(path)
+        if group is None:
+            return super().sidecar_extra(case, path)
+        return {
+            "Sources": [f"bids:raw:{im.relpath}" for im in group],
+            "SpatialReference": f"bids:raw:{group[0].relpath}",
+        }

@@ -59,6 +59,15 @@ def _device(name: str) -> str:
     help="Output grid in voxels (1 mm); default 160 192 176 (whole brain). A smaller grid is "
     "centred on the hippocampi (e.g. --size 128 128 96).",
 )
+@click.option(
+    "--stacks",
+    is_flag=True,
+    help="Write each case as a session of separate stacks (axial, coronal, sagittal; 1.5 x 1.5 "
+    "mm in plane, 4-6 mm slices, random rigid motion up to 5 degrees and 5 mm between them): "
+    "OUT/stacks/CASE_axi|cor|sag.nii.gz, labels in the first stack's frame "
+    "(OUT/labels/CASE_hipp.nii.gz), the motion-free _ciso-like image (OUT/ciso/) and the true "
+    "motions (OUT/sessions.json). For `predict --stacks`.",
+)
 def command(
     label_maps: Path | None,
     n: int,
@@ -68,6 +77,7 @@ def command(
     device: str,
     val_fraction: float,
     size: tuple[int, int, int] | None,
+    stacks: bool,
 ) -> None:
     """Synthesise low-field-like T2 scans with left/right hippocampus labels from label maps."""
     import torch
@@ -91,6 +101,12 @@ def command(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--size") from None
     dev = _device(device)
+    if stacks:
+        from lofihippseg.synth.stacks import write_stack_sessions
+
+        cases = write_stack_sessions(maps, n, out, seed, config, device=dev)
+        click.echo(f"wrote {len(cases)} sessions of separate stacks to {out} (sessions.json)")
+        return
     result = write_synthetic_dataset(maps, n, out, seed, config, val_fraction, dev)
     click.echo(
         f"wrote {len(result.train)} training and {len(result.val)} validation cases to {out}"
