@@ -125,6 +125,11 @@ def main() -> None:
     parser.add_argument("--motion-mm", type=float, nargs=2, default=(2.0, 5.0))
     parser.add_argument("--no-fuse", action="store_true", help="skip the per-stack fusion")
     parser.add_argument("--no-single", action="store_true", help="skip the single stacks")
+    parser.add_argument(
+        "--only-stacks",
+        action="store_true",
+        help="time and score predict --stacks only (no average, fuse, single, ciso, mismatch)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument(
         "--model", default=None, help="model bundle or run folder (default: the packaged model)"
@@ -166,9 +171,10 @@ def main() -> None:
             row: dict = {"map": path.name, "session": k}
             with tempfile.TemporaryDirectory() as tmp:
                 files = write_session(s, Path(tmp))
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 result = predict_stacks(files, Path(tmp) / "out", model, settings)
                 row["seconds"] = time.perf_counter() - start
+                row["cpu_seconds"] = time.process_time() - cpu
                 out = nib.load(result.outputs["labels"])
                 labels = onto(np.asarray(out.dataobj), out.affine, shape, t_aff)
                 row["stacks"] = dice(labels, truth)
@@ -184,6 +190,15 @@ def main() -> None:
                     found, s.motions, truth, t_aff
                 )
                 vols = [load_image(f) for f in files]
+                firsts.append((vols[0], vols[1]))
+                if args.only_stacks:
+                    rows.append(row)
+                    print(
+                        f"{path.name[:-7]} #{k}: stacks {np.mean(row['stacks']):.3f} | "
+                        f"{row['seconds']:.1f} s wall, {row['cpu_seconds']:.1f} s CPU",
+                        flush=True,
+                    )
+                    continue
                 session = combine_session(files, StacksSettings(combine="average"))
                 c = session.combined
                 pred = predictor.predict_volume(c)
@@ -198,7 +213,6 @@ def main() -> None:
                         row[st.name] = dice(lab, truth)
                         lab = onto(pred.labels, vol.affine, shape, t_aff)
                         row[f"{st.name}_raw"] = dice(lab, truth)
-                firsts.append((vols[0], vols[1]))
             ciso = nib.Nifti1Image(s.ciso, t_aff)
             ciso.set_sform(t_aff, 1)
             with tempfile.TemporaryDirectory() as tmp:
@@ -219,7 +233,7 @@ def main() -> None:
             )
     # another subject's stack registered to a session's first stack
     mismatch = []
-    for i, (first, _) in enumerate(firsts):
+    for i, (first, _) in enumerate([] if args.only_stacks else firsts):
         other = firsts[(i + args.per_map) % len(firsts)][1]  # the next map's second stack
         reg = register_stack(prepare_fixed(first, RegisterSettings()), other)
         mismatch.append(reg.quality)
@@ -253,17 +267,20 @@ def main() -> None:
     )
     print(f"  side swaps: {sum(r['swap'] for r in rows)} of {len(rows)}")
     secs = [r["seconds"] for r in rows]
+    cpu = [r["cpu_seconds"] for r in rows]
     print(
-        f"  seconds per session ({args.threads} thread(s)): median {statistics.median(secs):.2f}"
-        f", max {max(secs):.2f}"
+        f"  seconds per session ({args.threads} thread(s), load {os.getloadavg()[0]:.1f}): "
+        f"wall median {statistics.median(secs):.2f}, max {max(secs):.2f}; CPU time (all "
+        f"threads) median {statistics.median(cpu):.2f}, max {max(cpu):.2f}"
     )
     quality = [q for r in rows for q in r["quality"]]
-    print(
-        f"  registration quality: same session min {min(quality):.2f} (median "
-        f"{statistics.median(quality):.2f}); another subject's stack max {max(mismatch):.2f} "
-        f"(median {statistics.median(mismatch):.2f}); refused below "
-        f"{RegisterSettings().min_quality:.2f}"
-    )
+    if mismatch:
+        print(
+            f"  registration quality: same session min {min(quality):.2f} (median "
+            f"{statistics.median(quality):.2f}); another subject's stack max {max(mismatch):.2f} "
+            f"(median {statistics.median(mismatch):.2f}); refused below "
+            f"{RegisterSettings().min_quality:.2f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=float))
 

@@ -254,6 +254,12 @@ def test_partial_stack_and_same_orientation_work(tmp_path):
     assert session.cover.max() == pytest.approx(3.0, abs=0.01) and session.cover.min() < 2.5
 
 
+def _centroid(image, value: int) -> np.ndarray:
+    """World (RAS mm) centre of one label of a NIfTI label map."""
+    idx = np.argwhere(np.asarray(image.dataobj) == value).mean(axis=0)
+    return image.affine[:3, :3] @ idx + image.affine[:3, 3]
+
+
 def _shift(slices: int) -> np.ndarray:
     out = np.eye(4)
     out[2, 3] = slices
@@ -280,13 +286,18 @@ def test_predict_stacks_writes_one_case_with_its_registration(session, files, tm
     x = [labels.affine[0, 0] * np.nonzero(data == k)[0].mean() for k in (1, 2)]
     truth_x = [np.nonzero(session.label == k)[0].mean() for k in (1, 2)]
     assert np.sign(x[1] - x[0]) == np.sign(truth_x[1] - truth_x[0])
-    # the label map on each stack's own grid keeps that stack's header
-    for i, path in enumerate(files, 1):
+    # the label map on each stack's own grid keeps that stack's header, and lies where the
+    # combined one does once the stack's motion is applied
+    centre = [_centroid(labels, k) for k in (1, 2)]
+    for i, (path, motion) in enumerate(zip(files, session.motions, strict=True), 1):
         on_stack = nib.load(str(out / f"s_hipp_stack{i}.nii.gz"))
         stack = nib.load(str(path))
         assert on_stack.shape == stack.shape
         assert np.allclose(on_stack.affine, stack.affine)
         assert set(np.unique(np.asarray(on_stack.dataobj))) <= {0, 1, 2}
+        for k in (1, 2):
+            expected = motion[:3, :3] @ centre[k - 1] + motion[:3, 3]
+            assert np.linalg.norm(_centroid(on_stack, k) - expected) < 2.0
     assert sidecar["stack_outputs"]["labels_stack1"].endswith("s_hipp_stack1.nii.gz")
     assert (out / "s_qc.png").is_file()
     # a rerun skips the finished session
