@@ -50,7 +50,7 @@ def scan(tmp_path, width_mm: float):
 def test_a_head_runs_the_head_pair_only_and_a_crop_the_crop_pair(tmp_path):
     model, t2, t1 = ruled_model()
     predictor = Predictor(model, PredictSettings(**CPU))
-    assert predictor.plan.family_rule == "field_of_view" and predictor.plan.tta is False
+    assert predictor.plan.family_rule == "field_of_view" and predictor.plan.tta == ()
     head = predictor.predict_volume(scan(tmp_path, 160.0))
     assert head.info["contrast_family"] == "t2" and "family_view_agreement" not in head.info
     assert [n.calls for n in (*t2, *t1)] == [1, 1, 0, 0]  # one pair ran, once per view
@@ -58,6 +58,11 @@ def test_a_head_runs_the_head_pair_only_and_a_crop_the_crop_pair(tmp_path):
     crop = predictor.predict_volume(scan(tmp_path, 40.0))
     assert crop.info["contrast_family"] == "t1" and crop.info["field_of_view_lr_mm"] < 80
     assert [n.calls for n in (*t2, *t1)] == [1, 1, 1, 1]
+    model.tta, model.tta_families = True, ("t2",)  # the mirror for heads only (one batch)
+    mirrored = Predictor(model, PredictSettings(**CPU))
+    assert mirrored.predict_volume(scan(tmp_path, 160.0)).info["tta"] is True
+    assert mirrored.predict_volume(scan(tmp_path, 40.0)).info["tta"] is False
+    assert [n.calls for n in (*t2, *t1)] == [2, 2, 2, 2]
     assert (head.labels > 0).any() and not (crop.labels > 0).any()  # t1: one view finds none
 
 
@@ -83,8 +88,11 @@ def test_the_plan_resolves_every_default_once():
     )
     assert plan.families == ("t2", "t1") and (plan.head_family, plan.crop_family) == ("t2", "t1")
     model.tta = True  # the bundle's advice, unless the user says otherwise
-    assert make_plan(model, PredictSettings(device="cpu")).tta is True
-    assert make_plan(model, PredictSettings(device="cpu", tta=False)).tta is False
+    assert make_plan(model, PredictSettings(device="cpu")).tta == ("t2", "t1")
+    assert make_plan(model, PredictSettings(device="cpu", tta=False)).tta == ()
+    model.tta_families = ("t2",)  # advice for one family only
+    assert make_plan(model, PredictSettings(device="cpu")).tta == ("t2",)
+    assert make_plan(model, PredictSettings(device="cpu", tta=True)).tta == ("t2", "t1")
     released = two_family_model()
     released.spec = ModelSpec(n_filters=4, recipe="released")
     plan = make_plan(released, PredictSettings(device="cpu", family="t2"))
@@ -105,8 +113,16 @@ def test_a_bundle_carries_its_family_rule_and_a_bad_one_is_refused(tmp_path):
     sd = build_vnet(spec).state_dict()
     data = bundle_dict(spec, sd, sd, family="t2", families={"t1": (sd, sd)})
     data["family_rule"] = {"head": "t2", "crop": "t1"}
+    data["tta"] = ["t2"]
     torch.save(data, tmp_path / "m.pt")
-    assert load_model(tmp_path / "m.pt").family_rule == {"head": "t2", "crop": "t1"}
+    model = load_model(tmp_path / "m.pt")
+    assert model.family_rule == {"head": "t2", "crop": "t1"}
+    assert model.tta is True and model.tta_families == ("t2",)
+    data["tta"] = ["flair"]
+    torch.save(data, tmp_path / "tta.pt")
+    with pytest.raises(LoFiError, match="tta.pt: bad tta entry"):
+        load_model(tmp_path / "tta.pt")
+    data["tta"] = True
     data["family_rule"] = {"head": "t2", "crop": "flair"}
     torch.save(data, tmp_path / "bad.pt")
     with pytest.raises(LoFiError, match="bad.pt: bad family_rule"):

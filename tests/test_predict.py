@@ -346,7 +346,7 @@ class CountingNet(HalfNet):
     calls = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
+        self.calls += x.shape[0]  # a batch of the scan and its mirror counts two
         return super().forward(x)
 
 
@@ -375,8 +375,9 @@ class UprightNet(torch.nn.Module):
         d, _, w = x.shape[-3:]
         upper = (torch.arange(w) >= w // 2).view(1, 1, w)
         left = (torch.arange(d) < d // 2).view(d, 1, 1)
-        on = [upper & left & (x[0, 0] > 0.2), upper & ~left & (x[0, 0] > 0.2)]
-        return (torch.stack(on)[None].float() - 0.5) * 40
+        inside = x[:, 0] > 0.2  # (batch, D, H, W)
+        on = [upper & left & inside, upper & ~left & inside]
+        return (torch.stack(on, dim=1).float() - 0.5) * 40
 
 
 def test_tta_never_shows_the_network_an_upside_down_head(scans):

@@ -94,10 +94,11 @@ def test_real_t1_head(predictor):
     assert_plausible(pred.labels, vol.affine, vol.voxel_volume_ml)
     assert pred.timings["total_s"] < 60
     assert_located(pred)  # a real T1 head: the localiser saw none in training
-    # a real T1 scan goes to the T1 family's pair, which ran on its own working grid (1 mm;
-    # the head is at 1.75 mm); the labels lie on the input's grid
-    assert pred.info["contrast_family"] == "t1"
-    grid = predictor.model.grid_of("t1")
+    # a head (not a crop) goes to the head family's pair (the bundle's family_rule), which ran
+    # on its own working grid (1.5 mm; the head is at 1.75 mm); the labels lie on the input's
+    # grid
+    assert pred.info["contrast_family"] == "t2" and pred.info["field_of_view_lr_mm"] > 80
+    grid = predictor.model.grid_of("t2")
     assert pred.info["grid_spacing_mm"] == pytest.approx([grid] * 3, abs=0.05)
     assert pred.labels.shape == vol.data.shape
 

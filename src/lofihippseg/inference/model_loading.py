@@ -60,6 +60,10 @@ class LoadedModel:
         refiner: the bundle's outline refiner, if it has one (``inference.refiner``).
         tta: the bundle's advice on left-right mirror test-time augmentation (its key
             ``"tta"``, chosen on validation for that model): ``PredictSettings.tta``'s default.
+            The key is true, false, or the list of contrast families to mirror
+            (``tta_families``; ``tta`` is then true).
+        tta_families: the families the bundle advises mirroring (None: all of them when
+            ``tta``).
         family_rule: the bundle's advice on which pair runs (its key ``"family_rule"``:
             ``{"head": NAME, "crop": NAME}``, chosen on validation): ``--family auto`` then runs
             one pair, chosen by the scan's field of view (``inference.plan``); None = every pair
@@ -77,6 +81,7 @@ class LoadedModel:
     family_grid_mm: dict[str, float | None] = field(default_factory=dict)
     refiner: Refiner | None = None
     tta: bool = False
+    tta_families: tuple[str, ...] | None = None
     family_rule: dict[str, str] | None = None
 
     def grid_of(self, family: str | None) -> float | None:
@@ -143,9 +148,14 @@ def _from_bundle(path: Path, device: str, config_spec: dict | None = None) -> Lo
         model.refiner = refiner_from_entry(data["refiner"], str(path), device)
     model.family, model.alternatives, model.family_grid_mm = _families(data, model, path, device)
     tta = data.get("tta", False)
-    if not isinstance(tta, bool):
-        raise LoFiError(f"{path}: bad tta entry {tta!r} (true or false)")
-    model.tta = tta
+    if isinstance(tta, list) and all(isinstance(f, str) and f in model.pairs for f in tta):
+        model.tta, model.tta_families = bool(tta), tuple(tta)
+    elif isinstance(tta, bool):
+        model.tta = tta
+    else:
+        raise LoFiError(
+            f"{path}: bad tta entry {tta!r} (true, false or a list of its contrast families)"
+        )
     model.family_rule = _family_rule(data.get("family_rule"), model, path)
     return model
 

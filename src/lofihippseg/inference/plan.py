@@ -9,7 +9,7 @@ Example:
     >>> from lofihippseg.inference.model_loading import load_model
     >>> plan = make_plan(load_model(None), PredictSettings(device="cpu"))  # doctest: +SKIP
     >>> plan.family_rule, plan.tta, plan.refiner  # doctest: +SKIP
-    ('field_of_view', False, True)
+    ('field_of_view', ('t2',), True)
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class InferencePlan:
         head_family: the pair for heads (``field_of_view``).
         crop_family: the pair for crops (``field_of_view``).
         roi: locate the hippocampi, then run the fine networks only in a box around each.
-        tta: also run the pair on the left-right mirror image and average.
+        tta: the pairs (by family) that also run on the left-right mirror image, averaged.
         refiner: re-read each side's outline with the model's refiner.
         edge_weight: edge refinement's weight (0: none).
         lcc: keep the largest connected component per side.
@@ -69,7 +69,7 @@ class InferencePlan:
     head_family: str | None
     crop_family: str | None
     roi: bool
-    tta: bool
+    tta: tuple[str | None, ...]
     refiner: bool
     edge_weight: float
     lcc: bool
@@ -84,6 +84,9 @@ class InferencePlan:
         """The plan as plain JSON values."""
         out = asdict(self)
         out["families"] = [str(f) if f is not None else None for f in self.families]
+        # per scan, ``tta`` says whether the mirror ran (``Prediction.info``)
+        out["tta"] = bool(self.tta)
+        out["tta_families"] = [str(f) if f is not None else None for f in self.tta]
         out["roi_size"] = list(self.roi_size)
         return out
 
@@ -105,6 +108,19 @@ def _family_rule(model: LoadedModel, wanted: str) -> tuple[str, tuple, str | Non
     if wanted == "auto" and rule is not None:
         return "field_of_view", tuple(pairs), rule["head"], rule["crop"]
     return "agreement", tuple(pairs), None, None
+
+
+def _mirrored(
+    model: LoadedModel, asked: bool | None, families: tuple, released: bool
+) -> tuple[str | None, ...]:
+    """The families whose pair also runs on the mirror image: the user's yes or no for all,
+    else the bundle's advice (never for the released recipe)."""
+    if asked is not None:
+        return families if asked else ()
+    if released or not model.tta:
+        return ()
+    advised = model.tta_families
+    return families if advised is None else tuple(f for f in families if f in advised)
 
 
 def make_plan(model: LoadedModel, settings: PredictSettings) -> InferencePlan:
@@ -138,7 +154,7 @@ def make_plan(model: LoadedModel, settings: PredictSettings) -> InferencePlan:
         head_family=head,
         crop_family=crop,
         roi=roi,
-        tta=(model.tta and not released) if settings.tta is None else settings.tta,
+        tta=_mirrored(model, settings.tta, families, released),
         refiner=refiner,
         edge_weight=default_edge if settings.edge_weight is None else settings.edge_weight,
         lcc=(not released) if settings.lcc is None else settings.lcc,

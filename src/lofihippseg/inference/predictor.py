@@ -240,7 +240,7 @@ class Predictor:
                 str(r.family): None if np.isnan(r.view_dice) else round(r.view_dice, 4)
                 for r in runs
             }
-            if plan.tta:
+            if kept.family in plan.tta:
                 kept = self._with_mirror(volume, kept, prepared, watch)
             return kept
         family = plan.families[0]
@@ -251,7 +251,7 @@ class Predictor:
             if width_mm < CROP_MAX_WIDTH_MM:
                 family = plan.crop_family
             info["field_of_view_lr_mm"] = round(float(width_mm), 1)
-        return self._run_pair(volume, family, prepared, watch)
+        return self._run_pair(volume, family, prepared, watch, self._flips(family))
 
     def _with_mirror(
         self,
@@ -265,7 +265,8 @@ class Predictor:
         views = tuple(average([a, b]) for a, b in zip(kept.views, mirrored.views, strict=True))
         dice = view_agreement_dice(views[0].data, views[1].data, self.plan.threshold)
         watch.seconds["tta_s"] = mirrored.seconds
-        return PairResult(kept.family, views, dice, kept.info, kept.seconds + mirrored.seconds)
+        info = {**kept.info, "tta": True}
+        return PairResult(kept.family, views, dice, info, kept.seconds + mirrored.seconds)
 
     def _prepared(
         self,
@@ -287,15 +288,14 @@ class Predictor:
         family: str | None,
         prepared: dict[float | None, PreparedVolume],
         watch: Stopwatch,
-        flips: tuple[tuple[int, ...], ...] | None = None,
+        flips: tuple[tuple[int, ...], ...] = ((),),
     ) -> PairResult:
         """One pair of networks on its working grid: located, run, mapped onto the input.
-        ``flips``: the images each network sees (default: the plan's, with or without the
-        mirror)."""
+        ``flips``: the images each network sees (the scan, its mirror or both)."""
         t = time.perf_counter()
         prep = self._prepared(volume, family, prepared, watch)
         nets = self.model.pairs[family]
-        info: dict[str, Any] = dict(prep.info)
+        info: dict[str, Any] = {**prep.info, "tta": flips != IDENTITY}
         if family is not None:
             info["contrast_family"] = family
         boxes = None
@@ -303,7 +303,7 @@ class Predictor:
             with watch.stage("locate_s"):
                 boxes = self._locate(nets, prep, info)
         with watch.stage("inference_s"):
-            maps = self._segment(nets, prep, boxes, info, flips or self._flips)
+            maps = self._segment(nets, prep, boxes, info, flips)
         box = prep.box
         if prep.regridded:  # probabilities back onto the input's grid
             with watch.stage("regrid_s"):
@@ -414,9 +414,9 @@ class Predictor:
         pairs = zip(nets, views, strict=True)
         return [self._run(net, view, flips).numpy() for net, view in pairs]
 
-    @property
-    def _flips(self) -> tuple[tuple[int, ...], ...]:
-        return DEFAULT_FLIPS if self.plan.tta else IDENTITY
+    def _flips(self, family: str | None) -> tuple[tuple[int, ...], ...]:
+        """The images ``family``'s pair sees: the scan, and its mirror where the plan says."""
+        return DEFAULT_FLIPS if family in self.plan.tta else IDENTITY
 
     def _run(
         self, net: torch.nn.Module, volume: torch.Tensor, flips: tuple[tuple[int, ...], ...]
