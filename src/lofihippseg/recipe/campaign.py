@@ -178,7 +178,8 @@ def _pair_config(ctx: StageContext, p: dict):
         name="run",
         out_dir=str(ctx.folder),
         device=ctx.device,
-        num_workers=0,
+        # on a CPU the data is made in the training thread (one thread in all); a GPU needs workers
+        num_workers=0 if ctx.device == "cpu" else max(config.num_workers, 4),
         plan=(),
     )
     changes.update(p.get("overrides", {}))
@@ -300,13 +301,14 @@ def stage_quality(ctx: StageContext, p: dict) -> dict:
     from lofihippseg.quality.train import FitSettings, fit_quality_estimator
 
     bundle = ctx.path(p["model"]) / BUNDLE_NAME
+    msd = str(ctx.msd) if ctx.msd else None  # a string: the estimator's meta is JSON
     train = QualityData(
-        ctx.maps, "train", p["n_heads"], msd=ctx.msd, n_msd=p["n_msd"] or None, seed=p["seed"]
+        ctx.maps, "train", p["n_heads"], msd=msd, n_msd=p["n_msd"] or None, seed=p["seed"]
     )
     held = None
     if p["n_held"] > 0:
         held = QualityData(
-            ctx.maps, "held", p["n_held"], msd=ctx.msd, msd_split="test", seed=p["seed"] + 1
+            ctx.maps, "held", p["n_held"], msd=msd, msd_split="test", seed=p["seed"] + 1
         )
     out = estimator_path(bundle)
     fit_quality_estimator(
