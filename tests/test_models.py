@@ -170,3 +170,26 @@ def test_widening_keeps_what_the_networks_compute(tmp_path):
         diff = (noisy.vnet1.eval()(x) - nets[0](x)).abs().max()
     assert 0 < diff < 0.5
     assert widen_main([str(tmp_path / "missing.pt"), str(tmp_path / "x.pt")]) == 1
+
+
+def test_folded_batch_norm_gives_the_same_probabilities():
+    from lofihippseg.models.fold import fold_batch_norm
+    from lofihippseg.models.vnet import VNet
+
+    torch.manual_seed(0)
+    net = VNet(n_filters=4)
+    for m in net.modules():  # non-trivial statistics, as a trained network has
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    net.eval()
+    x = torch.rand(2, 1, 16, 32, 16)
+    with torch.no_grad():
+        before = net(x)
+        after = fold_batch_norm(net)(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in net.modules())
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norm(VNet(n_filters=4).train())

@@ -50,6 +50,7 @@ from lofihippseg.inference.settings import PredictSettings
 from lofihippseg.inference.sliding_window import network_probabilities, use_sliding, whole_volume
 from lofihippseg.inference.tta import DEFAULT_FLIPS, mirror_average, tta_probabilities
 from lofihippseg.io.nifti import Volume
+from lofihippseg.models.fold import fold_batch_norm
 from lofihippseg.models.onednn import prefer_onednn
 from lofihippseg.preprocessing.crop import Box
 from lofihippseg.preprocessing.prepare import crop_and_normalise
@@ -173,12 +174,13 @@ class Predictor:
         self.plan: InferencePlan = make_plan(model, self.settings)
         self.device = torch.device(self.plan.device)
         model.to(self.device)
-        for name in self.plan.families:
-            for net in model.pairs[name]:
-                prefer_onednn(net.eval())  # 2-4x faster single-volume CPU inference
+        nets = [net for name in self.plan.families for net in model.pairs[name]]
         for extra in (model.localiser, model.refiner):
             if extra is not None:
-                prefer_onednn(extra.net if hasattr(extra, "net") else extra)
+                nets.append(extra.net)
+        for net in nets:
+            fold_batch_norm(net.eval())  # batch norm costs nothing folded into the convolutions
+            prefer_onednn(net)  # 2-4x faster single-volume CPU inference
 
     def describe(self) -> dict[str, Any]:
         """The plan (every default resolved) for sidecars."""
