@@ -311,6 +311,7 @@ def stage_quality(ctx: StageContext, p: dict) -> dict:
             ctx.maps, "held", p["n_held"], msd=msd, msd_split="test", seed=p["seed"] + 1
         )
     out = estimator_path(bundle)
+    t = time.perf_counter()
     fit_quality_estimator(
         bundle,
         out,
@@ -321,6 +322,8 @@ def stage_quality(ctx: StageContext, p: dict) -> dict:
         FitSettings(folds=p["folds"]),
         torch.get_num_threads(),
     )
+    made = p["n_heads"] + (p["n_msd"] or 144) + (p["n_held"] + 41 if p["n_held"] else 0)
+    ctx.timing.update(unit="prediction", units=made, seconds=time.perf_counter() - t)
     return {
         "estimator": out.name,
         "sha256": pv.sha256(out),

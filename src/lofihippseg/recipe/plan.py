@@ -16,7 +16,9 @@ from pathlib import Path
 
 from lofihippseg.recipe.campaign import DONE, TIMING, stage_folders
 
-ONE_OFF = ("msd_split", "assemble", "quality", "export")  # seconds, whatever the scale
+# stages whose cost is mostly predict: measured in a toy campaign (untrained networks, no ROI,
+# whole heads) their seconds are an upper bound for trained ones
+INFERENCE_BOUND = ("refiner_data", "quality", "card")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,10 @@ def stage_units(stage: dict, msd_train: int = 144) -> tuple[str, int]:
         return "iteration", stage["iterations"]
     if kind == "refiner_data":
         return "scan", stage["count"] + (stage.get("msd_limit") or msd_train)
+    if kind == "quality":
+        crops = stage.get("n_msd") or msd_train
+        held = (stage.get("n_held") or 0) + (41 if stage.get("n_held") else 0)
+        return "prediction", stage["n_heads"] + crops + held
     if kind == "card":
         crops = stage.get("msd_limit") or 41
         return "prediction", 3 * stage["n"] + 2 * crops + 2
@@ -76,6 +82,8 @@ def campaign_plan(recipe: dict, out: Path, timings: list[Path] | None = None) ->
         for other in others:
             if per is None:
                 per, source = _measured(other[name], unit), f"measured in {other[name].parent}"
+                if stage["kind"] in INFERENCE_BOUND:
+                    source += ", an upper bound: its untrained networks run on whole heads"
         if per is None:
             source = "not measured yet (timed when the stage starts)"
         rows.append(
