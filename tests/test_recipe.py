@@ -193,6 +193,24 @@ def test_provenance_hashes_commit_and_versions(tmp_path):
     assert pv.git_commit(tmp_path) == {"commit": None, "dirty": None}
 
 
+def test_a_rebuilt_bundle_ships_only_when_no_worse_on_every_set():
+    from lofihippseg.recipe.card import no_worse_than
+
+    shipped = {"sets": {"random": {"dice_left": 0.781, "dice_right": 0.776},
+                        "defaults": {"dice_left": 0.725, "dice_right": 0.712}},
+               "msd": {"stored": {"dice": 0.8703}, "mirrored": {"dice": 0.8714}}}  # fmt: skip
+    rebuilt = json.loads(json.dumps(shipped))
+    rebuilt["sets"]["random"]["dice_left"] = 0.772  # within 0.01
+    verdict = no_worse_than(rebuilt, shipped)
+    assert verdict["all"] and set(verdict["sets"]) == {"random", "defaults", "msd_stored",
+                                                       "msd_mirrored"}  # fmt: skip
+    rebuilt["msd"]["mirrored"]["dice"] = 0.85  # 0.02 worse on one set: not shipped
+    verdict = no_worse_than(rebuilt, shipped)
+    assert not verdict["all"] and not verdict["sets"]["msd_mirrored"]["ok"]
+    assert verdict["sets"]["random"]["ok"]
+    assert not no_worse_than({"sets": {}}, shipped)["all"]  # nothing compared: not shown better
+
+
 @pytest.mark.slow
 def test_smoke_campaign_end_to_end(tmp_path):
     """Every stage at toy scale (what `make model-smoke` runs; several minutes)."""

@@ -349,7 +349,7 @@ def stage_export(ctx: StageContext, p: dict) -> dict:
 
 def stage_card(ctx: StageContext, p: dict) -> dict:
     """The card's figures, through predict's own path (``recipe.card.card_figures``)."""
-    from lofihippseg.recipe.card import card_figures, card_table
+    from lofihippseg.recipe.card import card_figures, card_table, no_worse_than
 
     msd_test = ctx.folders["msd"] / "test" if "test" in ctx.records.get("msd", {}) else None
     model = ctx.path(p["model"]) / BUNDLE_NAME
@@ -359,9 +359,20 @@ def stage_card(ctx: StageContext, p: dict) -> dict:
     sets = len(figures.get("sets", {})) * p["n"]
     crops = sum(f["n"] for f in figures.get("msd", {}).values())
     ctx.timing.update(unit="prediction", units=sets + crops + 2)
+    record = {"figures": "card.json", "table": "card.md"}
+    tables = card_table(figures, str(model))
+    if p.get("compare_shipped"):  # the same scans through the shipped bundle: ship or not
+        shipped = card_figures(None, ctx.maps, p["n"], p["seed"], msd_test,
+                               p.get("msd_limit", 0), log=ctx.log)  # fmt: skip
+        verdict = no_worse_than(figures, shipped)
+        figures["shipped"], figures["no_worse_than_shipped"] = shipped, verdict
+        tables += "\n" + card_table(shipped, "the shipped bundle")
+        record["no_worse_than_shipped"] = verdict["all"]
+        ctx.log(f"card: no worse than the shipped bundle on every set (within 0.01): "
+                f"{verdict['all']} {verdict['sets']}")  # fmt: skip
     write_text_atomic(ctx.folder / "card.json", json.dumps(figures, indent=1))
-    write_text_atomic(ctx.folder / "card.md", card_table(figures, str(model)))
-    return {"figures": "card.json", "table": "card.md"}
+    write_text_atomic(ctx.folder / "card.md", tables)
+    return record
 
 
 STAGES: dict[str, Callable[[StageContext, dict], dict]] = {

@@ -350,6 +350,35 @@ def card_figures(
     return figures
 
 
+def no_worse_than(new: dict, old: dict, tolerance: float = 0.01) -> dict:
+    """Whether ``new``'s card figures are no worse than ``old``'s on every set both hold (each
+    side's Dice, the crops' merged Dice), within ``tolerance``: the rule for shipping a rebuilt
+    bundle in place of the shipped one.
+
+    Example:
+        >>> a = {"sets": {"random": {"dice_left": 0.78, "dice_right": 0.77}}}
+        >>> b = {"sets": {"random": {"dice_left": 0.781, "dice_right": 0.776}}}
+        >>> no_worse_than(a, b)["all"]
+        True
+    """
+    rows: dict[str, dict] = {}
+    for name, f in new.get("sets", {}).items():
+        if name in old.get("sets", {}):
+            mine = [f["dice_left"], f["dice_right"]]
+            theirs = [old["sets"][name]["dice_left"], old["sets"][name]["dice_right"]]
+            rows[name] = {"new": mine, "old": theirs}
+    for kind, f in new.get("msd", {}).items():
+        if kind in old.get("msd", {}):
+            rows[f"msd_{kind}"] = {"new": [f["dice"]], "old": [old["msd"][kind]["dice"]]}
+    for row in rows.values():
+        row["ok"] = all(a >= b - tolerance for a, b in zip(row["new"], row["old"], strict=True))
+    return {
+        "tolerance": tolerance,
+        "sets": rows,
+        "all": bool(rows) and all(r["ok"] for r in rows.values()),
+    }
+
+
 def card_table(figures: dict, title: str = "this model") -> str:
     """The card's main table (markdown, 7 columns) from :func:`card_figures`'s data."""
     head = "| set | Dice left | Dice right | HD95 (mm) L / R | volume ratio | plausible | s/head |"

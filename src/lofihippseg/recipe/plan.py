@@ -54,7 +54,8 @@ def stage_units(stage: dict, msd_train: int = 144) -> tuple[str, int]:
         return "prediction", stage["n_heads"] + crops + held
     if kind == "card":
         crops = stage.get("msd_limit") or 41
-        return "prediction", 3 * stage["n"] + 2 * crops + 2
+        runs = 2 if stage.get("compare_shipped") else 1  # and the shipped bundle's
+        return "prediction", runs * (3 * stage["n"] + 2 * crops + 2)
     return "run", 1
 
 
