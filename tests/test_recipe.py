@@ -228,3 +228,18 @@ def test_smoke_campaign_end_to_end(tmp_path):
     assert stages["pair_t2"]["iterations"] == 4 and stages["pool"]["maps"]
     card = json.loads((tmp_path / "c" / "11_card" / "card.json").read_text())
     assert "t1_head" in card
+
+
+def test_recipe_command_line_plan_status_and_one_line_errors(tmp_path, capsys):
+    from lofihippseg.recipe.__main__ import main
+
+    assert main(["plan", "--out", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "pair_t2" in out and "16000 iteration(s)" in out and "not measured yet" in out
+    assert main(["status", "--out", str(tmp_path / "c")]) == 0
+    assert "pair_t2       pair         not started" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text("stages = [")
+    assert main(["plan", "--recipe", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}: cannot read the recipe") and err.count("\n") == 1
