@@ -46,7 +46,7 @@ class RegisterSettings:
 
     register_mm: float = 2.0  # isotropic grid the metric is computed on
     bins: int = 32  # Mattes mutual information histogram bins
-    sampling: float = 0.2  # share of the fixed head's voxels sampled per iteration
+    sampling: float = 0.1  # share of the fixed head's voxels sampled per iteration
     shrink: tuple[int, ...] = (4, 2, 1)  # pyramid levels (times register_mm)
     smoothing_mm: tuple[float, ...] = (4.0, 2.0, 0.0)
     iterations: int = 200
