@@ -8,7 +8,10 @@ memory (max RSS) are its own:
 
 - ``v12``: the pipeline as shipped with v12 (every contrast family's pair runs, the best-agreeing
   is kept and mirrored): ``--family agreement --tta``;
-- ``lean``: today's default (one pair chosen by the field of view, no mirror).
+- ``lean``: today's default (one pair chosen by the field of view, the mirror for heads only,
+  in one batch with the scan);
+- ``v12_code`` (with ``--v12-src DIR``): the v12 code itself and its bundle, as shipped, e.g.
+  ``git worktree add /tmp/v12 0442ba7`` then ``--v12-src /tmp/v12/src`` (its own defaults).
 
 Sets: ``t2`` (low-field T2-like heads, the generator's defaults: 1 mm grid, three thick-slice
 stacks), ``t1`` (T1-like heads resampled to 1-2 mm voxels), ``t1_1mm`` (one T1-like head at 1 mm:
@@ -70,11 +73,16 @@ def write_sets(folder: Path, n: int, maps: Path, seed: int = 61) -> dict[str, Pa
     return sets
 
 
-def run_profile(images: Path, out: Path, flags: list[str], threads: int) -> dict:
-    """One ``predict`` process over a folder: wall seconds and peak memory (MB)."""
+def run_profile(
+    images: Path, out: Path, flags: list[str], threads: int, src: Path | None = None
+) -> dict:
+    """One ``predict`` process over a folder (the package in ``src`` when given): wall seconds
+    and peak memory (MB)."""
     cmd = [sys.executable, "-m", "lofihippseg", "predict", str(images), "-o", str(out)]
     cmd += ["--no-qc", "--device", "cpu", "--threads", str(threads), *flags]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -116,7 +124,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--maps", type=Path, default=SHARED_MAPS, help="SynthSeg label maps")
     p.add_argument("--keep", type=Path, default=None, help="keep the heads and outputs here")
+    p.add_argument("--v12-src", type=Path, default=None, help="src/ of a v12 checkout to time")
     a = p.parse_args()
+    profiles = {name: (flags, None) for name, flags in PROFILES.items()}
+    if a.v12_src is not None:
+        profiles["v12_code"] = ([], a.v12_src)
     maps = a.maps if a.maps.is_dir() else PACKAGED_MAPS
     held = maps != PACKAGED_MAPS
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,20 +136,23 @@ def main() -> None:
         sets = write_sets(root / "heads", a.n, maps)
         print(f"heads from {maps} ({'held-back maps 14-16' if held else 'training maps'}); "
               f"{a.threads} threads; QC pictures off")  # fmt: skip
-        header = f"{'set':<7} {'profile':<5} " + " ".join(f"{s[:-2]:>10}" for s in STAGES)
+        header = f"{'set':<7} {'profile':<8} " + " ".join(f"{s[:-2]:>10}" for s in STAGES)
         print(f"{header} {'process s':>9} {'s/head':>6} {'peak MB':>7} {'Dice L':>6} {'Dice R':>6}")
         for name, folder in sets.items():
             times = {}
-            for profile, flags in PROFILES.items():
+            for profile, (flags, src) in profiles.items():
                 out = root / "out" / name / profile
-                run = run_profile(folder, out, flags, a.threads)
+                run = run_profile(folder, out, flags, a.threads, src)
                 got = score(out, folder / "labels")
                 times[profile] = run["seconds"]
                 stage_s = " ".join(f"{got['stages'].get(s, 0.0):>10.3f}" for s in STAGES)
-                print(f"{name:<7} {profile:<5} {stage_s} {run['seconds']:>9.2f} "
+                print(f"{name:<7} {profile:<8} {stage_s} {run['seconds']:>9.2f} "
                       f"{run['seconds'] / got['n']:>6.2f} {run['peak_mb']:>7.0f} "
                       f"{got['dice']['left']:>6.3f} {got['dice']['right']:>6.3f}")  # fmt: skip
-            print(f"{name:<7} lean / v12 process time: {times['lean'] / times['v12']:.2f}")
+            ratios = ", ".join(
+                f"lean / {k} {times['lean'] / v:.2f}" for k, v in times.items() if k != "lean"
+            )
+            print(f"{name:<7} process time: {ratios}")
 
 
 if __name__ == "__main__":

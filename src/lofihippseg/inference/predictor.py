@@ -48,7 +48,7 @@ from lofihippseg.inference.probmap import ProbMap, aligned, average
 from lofihippseg.inference.refiner import refine_window
 from lofihippseg.inference.settings import PredictSettings
 from lofihippseg.inference.sliding_window import network_probabilities, use_sliding, whole_volume
-from lofihippseg.inference.tta import DEFAULT_FLIPS, mirror_average, tta_probabilities
+from lofihippseg.inference.tta import DEFAULT_FLIPS, swap_mirrored, tta_probabilities
 from lofihippseg.io.nifti import Volume
 from lofihippseg.models.fold import fold_batch_norm
 from lofihippseg.models.onednn import prefer_onednn
@@ -398,6 +398,8 @@ class Predictor:
         for attempt in range(2):
             if boxes is None:
                 break
+            if len(boxes) == 2:  # both sides in one batch
+                boxes = roi_mod.equal_size(boxes, views[0].shape)
             run = functools.partial(self._run, flips=flips)
             maps = roi_mod.roi_probabilities(run, nets, views, boxes)
             masks = fuse_probabilities(maps[0], maps[1], self.plan.fusion) > self.plan.threshold
@@ -414,31 +416,41 @@ class Predictor:
             boxes = regrown
             info["roi_regrown"] = True
         pairs = zip(nets, views, strict=True)
-        return [self._run(net, view, flips).numpy() for net, view in pairs]
+        return [self._run(net, view[None], flips)[0].numpy() for net, view in pairs]
 
     def _flips(self, family: str | None) -> tuple[tuple[int, ...], ...]:
         """The images ``family``'s pair sees: the scan, and its mirror where the plan says."""
         return DEFAULT_FLIPS if family in self.plan.tta else IDENTITY
 
     def _run(
-        self, net: torch.nn.Module, volume: torch.Tensor, flips: tuple[tuple[int, ...], ...]
+        self, net: torch.nn.Module, volumes: torch.Tensor, flips: tuple[tuple[int, ...], ...]
     ) -> torch.Tensor:
-        """Probabilities (2, ...) of one network on a (D, H, W) volume, on the CPU, averaged
-        over ``flips`` (the mirror image's with the sides swapped back)."""
+        """Probabilities (B, 2, ...) of one network on a batch of (D, H, W) volumes, on the
+        CPU, averaged over ``flips`` (the mirror image's with the sides swapped back); the
+        scan and its mirror run as one batch."""
         plan = self.plan
-        sliding = use_sliding(volume.shape, plan.sliding_window, self.spec.n_filters)
+        sliding = use_sliding(volumes.shape[-3:], plan.sliding_window, self.spec.n_filters)
+        if sliding:  # large volumes: one at a time, in windows
 
-        def once(x: torch.Tensor) -> torch.Tensor:
-            return network_probabilities(
-                net, x, self.device, sliding, plan.roi_size, plan.overlap, plan.amp
-            )
+            def once(x: torch.Tensor) -> torch.Tensor:
+                return network_probabilities(
+                    net, x, self.device, True, plan.roi_size, plan.overlap, plan.amp
+                )
 
-        if flips == IDENTITY:
-            return once(volume)
-        if flips == DEFAULT_FLIPS and not sliding:  # the scan and its mirror in one batch
-            batch = functools.partial(whole_volume, net, device=self.device, amp=plan.amp)
-            return mirror_average(batch, volume)
-        return tta_probabilities(once, volume, flips)
+            return torch.stack([tta_probabilities(once, v, flips) for v in volumes])
+        mirror = flips == DEFAULT_FLIPS
+        if not mirror and flips not in (IDENTITY, MIRROR):
+            raise ValueError(f"unsupported flips {flips!r}")
+        batch = torch.flip(volumes, dims=[1]) if flips == MIRROR else volumes
+        if mirror:
+            batch = torch.cat([volumes, torch.flip(volumes, dims=[1])])
+        probs = whole_volume(net, batch, self.device, plan.amp)
+        if flips == MIRROR:
+            return swap_mirrored(probs)
+        if mirror:
+            n = len(volumes)
+            return (probs[:n] + swap_mirrored(probs[n:])) / 2
+        return probs
 
     def _coarse(self, net: torch.nn.Module, volume: torch.Tensor) -> torch.Tensor:
         plan = self.plan

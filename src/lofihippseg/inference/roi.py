@@ -211,6 +211,28 @@ def coarse_pass_probabilities(
     return torch.maximum(coarse[0], coarse[1])
 
 
+def equal_size(boxes: Sequence[Box], shape: Sequence[int]) -> list[Box]:
+    """``boxes`` grown to one size (the largest along each axis), each kept centred where it
+    was and inside the volume, so that they run as one batch (a little more context for the
+    smaller one).
+
+    Example:
+        >>> a, b = equal_size([(slice(0, 16),) * 3, (slice(40, 72),) * 3], (80, 80, 80))
+        >>> a[0], b[0]
+        (slice(0, 32, None), slice(40, 72, None))
+    """
+    size = [max(b[a].stop - b[a].start for b in boxes) for a in range(3)]
+    out = []
+    for box in boxes:
+        axes = []
+        for a, (n, limit) in enumerate(zip(size, shape, strict=True)):
+            centre = (box[a].start + box[a].stop) // 2
+            start = min(max(centre - n // 2, 0), max(limit - n, 0))
+            axes.append(slice(start, min(start + n, limit)))
+        out.append(tuple(axes))
+    return out  # type: ignore[return-value]
+
+
 def roi_probabilities(
     run: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
     nets: tuple[torch.nn.Module, torch.nn.Module],
@@ -218,20 +240,26 @@ def roi_probabilities(
     boxes: Sequence[Box],
 ) -> list[np.ndarray]:
     """Both networks' full-size probability maps, computed only inside ``boxes`` (zero outside;
-    where two boxes overlap, the larger probability).
+    where two boxes overlap, the larger probability). Boxes of one size (``equal_size``) run
+    as one batch.
 
     Args:
-        run: full-resolution inference ``(net, volume) -> (2, ...)`` probabilities.
+        run: full-resolution inference of a batch, ``(net, (B, D, H, W)) -> (B, 2, D, H, W)``.
         nets: the two networks.
         views: their (D, H, W) input views.
         boxes: boxes to run (``side_boxes``).
     """
     shape = tuple(int(s) for s in views[0].shape)
+    one_size = len({tuple(s.stop - s.start for s in box) for box in boxes}) == 1
     maps = []
     for net, view in zip(nets, views, strict=True):
+        if one_size:
+            probs = list(run(net, torch.stack([view[box] for box in boxes])).numpy())
+        else:
+            probs = [run(net, view[box][None])[0].numpy() for box in boxes]
         full = np.zeros((2, *shape), dtype=np.float32)
-        for box in boxes:
+        for box, p in zip(boxes, probs, strict=True):
             where = (slice(None), *box)
-            full[where] = np.maximum(full[where], run(net, view[box]).numpy())
+            full[where] = np.maximum(full[where], p)
         maps.append(full)
     return maps

@@ -62,22 +62,14 @@ def tta_probabilities(
     return total / len(flips)
 
 
-def mirror_average(
-    run_batch: Callable[[torch.Tensor], torch.Tensor], volume: torch.Tensor
-) -> torch.Tensor:
-    """The mean of ``run_batch`` on ``volume`` (D, H, W) and on its left-right mirror image,
-    computed as one batch of two (one pass of the network: cheaper than two on a CPU).
-
-    Args:
-        run_batch: maps (B, D, H, W) volumes to (B, 2, D, H, W) probabilities.
-        volume: the input volume in canonical order.
+def swap_mirrored(probs: torch.Tensor) -> torch.Tensor:
+    """Probabilities (B, 2, D, H, W) of left-right mirrored volumes, mapped back: flipped
+    along axis 0 and with the two channels swapped.
 
     Example:
-        >>> run = lambda v: torch.stack([v, 1 - v], dim=1)
-        >>> v = torch.rand(3, 4, 5)
-        >>> torch.allclose(mirror_average(run, v), tta_probabilities(lambda x: run(x[None])[0], v))
-        True
+        >>> p = torch.zeros(1, 2, 4, 1, 1); p[0, 0, 0] = 1  # left channel, leftmost voxel
+        >>> q = swap_mirrored(p)
+        >>> q[0, 1, 3].item(), q[0, 0].sum().item()
+        (1.0, 0.0)
     """
-    batch = torch.stack([volume, torch.flip(volume, dims=[0])])
-    probs = run_batch(batch)
-    return (probs[0] + flip_probabilities(probs[1], (0,))) / 2
+    return torch.flip(probs, dims=[2]).flip(1)
