@@ -293,6 +293,7 @@ def build_table(
     out: Path,
     save_cases: bool = True,
     limit: int | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Path:
     """Predict every case of ``plan(data)`` not yet in ``OUT/table.jsonl`` and append its rows.
 
@@ -302,6 +303,8 @@ def build_table(
         out: the table's folder (created; resumed when it holds part of the table).
         save_cases: also keep each case's maps (``OUT/cases``).
         limit: stop after this many new cases (None: all).
+        shard: ``(i, n)``: only every n-th case from the i-th (0-based), so that n processes
+            can fill one table together.
 
     Returns:
         The table file.
@@ -315,8 +318,8 @@ def build_table(
     done = done_cases(table)
     generators: dict[str, SyntheticGenerator] = {}
     new = 0
-    for case in plan(data):
-        if case["case"] in done:
+    for k, case in enumerate(plan(data)):
+        if case["case"] in done or (shard is not None and k % shard[1] != shard[0]):
             continue
         if limit is not None and new >= limit:
             break

@@ -11,7 +11,9 @@ Per side (label 1 = left, channel 0; label 2 = right, channel 1):
 - ``side_view_dice`` (the views' masks, this side), ``soft_view_dice``, ``view_mad`` (mean
   absolute difference of the views where either or the label is);
 - ``mean_prob_in`` (fused probability inside the label), ``uncertain_frac`` (voxels with fused
-  probability 0.2-0.8 per labelled voxel), ``prob_mass_ratio`` (sum of fused / labelled voxels);
+  probability 0.2-0.8 per labelled voxel), ``prob_mass_ratio`` (sum of fused / labelled voxels),
+  ``expected_dice`` (soft Dice of the fused map with the label: the Dice expected if the
+  probabilities were calibrated), ``entropy_ratio`` (the fused map's entropy per labelled voxel);
 - ``post_dice`` (the label against the mean of the views thresholded: what the refiner, edge
   refinement and the largest component changed), ``fused_outside`` (fused foreground left out);
 - ``n_parts`` (log of 1 + components of the fused foreground), ``surface_ratio`` (boundary
@@ -47,6 +49,8 @@ FEATURES = (
     "mean_prob_in",
     "uncertain_frac",
     "prob_mass_ratio",
+    "expected_dice",
+    "entropy_ratio",
     "post_dice",
     "fused_outside",
     "n_parts",
@@ -106,6 +110,12 @@ def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
         stop = min(int(hit[-1]) + 1 + margin, mask.shape[axis])
         out.append(slice(max(int(hit[0]) - margin, 0), stop))
     return tuple(out)
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    """Binary entropy (bits) of probabilities."""
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    return -(q * np.log2(q) + (1 - q) * np.log2(1 - q))
 
 
 def _centroid_x(mask: np.ndarray, offset: int) -> float | None:
@@ -208,6 +218,8 @@ def case_features(
             "mean_prob_in": float(pf[lab_box].mean()) if n_label else 0.0,
             "uncertain_frac": float(((pf > 0.2) & (pf < 0.8)).sum()) / max(n_label, 1),
             "prob_mass_ratio": float(pf.sum()) / max(n_label, 1),
+            "expected_dice": 2.0 * float(pf[lab_box].sum()) / max(float(pf.sum()) + n_label, 1e-6),
+            "entropy_ratio": float(_entropy(pf).sum()) / max(n_label, 1),
             "post_dice": _dice(lab_box, (p1 + p2) / 2 > threshold) if n_label else 0.0,
             "fused_outside": float((fg & ~lab_box).sum()) / max(int(fg.sum()), 1),
             "n_parts": math.log1p(parts),

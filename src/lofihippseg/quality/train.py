@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 import time
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from lofihippseg import __version__
 from lofihippseg.errors import LoFiError
 from lofihippseg.quality.dataset import QualityData, build_table, iter_saved, read_table
 from lofihippseg.quality.estimator import QualityEstimator, Trees, estimator_path, file_sha256
@@ -56,9 +58,9 @@ class FitSettings:
         features: the inputs (names of ``quality.features.FEATURES``).
     """
 
-    n_trees: int = 120
+    n_trees: int = 80
     depth: int = 3
-    learning_rate: float = 0.08
+    learning_rate: float = 0.05
     subsample: float = 0.8
     min_leaf: int = 8
     bins: int = 32
@@ -237,8 +239,14 @@ def reliability(pred: np.ndarray, dice: np.ndarray, n_bins: int = 10) -> list[di
 
 def load_rows(folder: Path, recompute: bool = False) -> list[dict[str, Any]]:
     """A table's rows; with ``recompute`` the features are computed again from the saved
-    cases (after ``quality.features`` changed) where a case was saved."""
-    rows = read_table(Path(folder) / "table.jsonl")
+    cases (after ``quality.features`` changed) where a case was saved. A side with no
+    hippocampus in the truth nor in the prediction (a field of view cut above it) has no Dice
+    and is left out."""
+    rows = [
+        r
+        for r in read_table(Path(folder) / "table.jsonl")
+        if not (r["dice"] == 1.0 and r["vol_ml"] == 0)
+    ]
     if not recompute:
         return rows
     from lofihippseg.quality.dataset import saved_features
@@ -256,9 +264,10 @@ def matrix(rows: Sequence[dict[str, Any]], names: Sequence[str] = FEATURES) -> n
 
 
 def fit_rows(
-    rows: Sequence[dict[str, Any]], s: FitSettings = FitSettings(), seed: int = 0
+    rows: Sequence[dict[str, Any]], s: FitSettings | None = None, seed: int = 0
 ) -> tuple[QualityEstimator, np.ndarray]:
     """Fit the estimator on table rows; returns it and its out-of-fold predictions."""
+    s = s or FitSettings()
     if len(rows) < 4 * s.folds:
         raise LoFiError(f"only {len(rows)} sides to fit the quality estimator on; build more")
     x, y = matrix(rows, s.features), np.array([float(r["dice"]) for r in rows])
@@ -289,8 +298,9 @@ def fit_quality_estimator(
     seed: int = 0,
     work_dir: str | Path = "runs/quality",
     validation: QualityData | None = None,
-    settings: FitSettings = FitSettings(),
+    settings: FitSettings | None = None,
     threads: int = 1,
+    recompute: bool = True,
 ) -> QualityEstimator:
     """Build the tables, fit, validate and write the estimator of one model bundle.
 
@@ -303,8 +313,10 @@ def fit_quality_estimator(
         seed: seed of the fit (the scans' seed is ``data_spec.seed``).
         work_dir: the tables' folder (``train/``, ``held/``); resumed when present.
         validation: held-back scans (maps 14-16, MSD test crops) to record figures on.
-        settings: the trees' hyper-parameters.
+        settings: the trees' hyper-parameters (default ``FitSettings()``).
         threads: CPU threads for predict.
+        recompute: compute the features again from the saved cases (the tables' rows keep
+            those of the code that built them).
 
     Returns:
         The estimator (written to ``out_path``).
@@ -326,14 +338,22 @@ def fit_quality_estimator(
     if validation is not None:
         build_table(predictor, validation, work / "held")
     log.info("tables built in %.0f s", time.perf_counter() - t)
-    est, _ = fit_rows(load_rows(work / "train"), settings, seed)
+    est, _ = fit_rows(load_rows(work / "train", recompute), settings or FitSettings(), seed)
     est.bundle_sha256 = file_sha256(bundle)
     est.meta["bundle"] = bundle.name
-    est.meta["trained_on"] = dataclasses.asdict(data_spec) | {"maps": str(data_spec.maps)}
+    est.meta["tool_version"] = __version__  # predict's code: refit when it changes
+    est.meta["trained_on"] = _plain(data_spec)
     if validation is not None:
-        est.meta["held_back"] = validate(est, load_rows(work / "held"))
+        est.meta["held_back_data"] = _plain(validation)
+    if validation is not None:
+        est.meta["held_back"] = validate(est, load_rows(work / "held", recompute))
     est.save(Path(out_path) if out_path else estimator_path(bundle))
     return est
+
+
+def _plain(data: QualityData) -> dict[str, Any]:
+    """A data spec as JSON values (paths as strings)."""
+    return json.loads(json.dumps(dataclasses.asdict(data), default=str))
 
 
 def validate(est: QualityEstimator, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
