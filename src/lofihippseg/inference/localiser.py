@@ -17,7 +17,7 @@ import torch
 from lofihippseg.config import from_dict
 from lofihippseg.errors import LoFiError
 from lofihippseg.inference.sliding_window import whole_volume
-from lofihippseg.models.registry import LocaliserSpec, build_localiser, load_weights
+from lofihippseg.models.registry import LocaliserSpec, build_localiser, load_weights, without_init
 from lofihippseg.preprocessing.resample import localiser_input
 
 
@@ -49,6 +49,6 @@ def localiser_from_entry(entry: dict, where: str, device: str | torch.device) ->
         spec = from_dict(LocaliserSpec, dict(entry["spec"]))
     except (LoFiError, TypeError) as exc:
         raise LoFiError(f"{where}: bad localiser spec ({exc})") from None
-    net = build_localiser(spec)
+    net = without_init(lambda: build_localiser(spec))
     load_weights(net, entry["state"], f"{where} (localiser)")
     return Localiser(spec, net.float().eval().to(device))

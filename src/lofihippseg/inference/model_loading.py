@@ -32,6 +32,7 @@ from lofihippseg.models.registry import (
     load_weights,
     safe_torch_load,
     spec_from_dict,
+    without_init,
 )
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class LoadedModel:
 def _build(spec: ModelSpec, sd1: Any, sd2: Any, where: str, device: str) -> LoadedModel:
     nets = []
     for state, name in ((sd1, "vnet1"), (sd2, "vnet2")):
-        net = build_vnet(spec)
+        net = without_init(lambda: build_vnet(spec))
         load_weights(net, state, f"{where} ({name})")  # also refuses NaN/inf weights
         nets.append(net.eval().to(device))
     return LoadedModel(spec=spec, vnet1=nets[0], vnet2=nets[1], source=where)

@@ -24,7 +24,12 @@ import torch.nn.functional as F
 from lofihippseg.errors import LoFiError
 from lofihippseg.inference.edge_refine import CLIP as EVIDENCE_CLIP
 from lofihippseg.inference.edge_refine import side_evidence
-from lofihippseg.models.registry import expand_precision, int8_precision, load_weights
+from lofihippseg.models.registry import (
+    expand_precision,
+    int8_precision,
+    load_weights,
+    without_init,
+)
 from lofihippseg.models.vnet import VNet
 from lofihippseg.preprocessing.crop import within
 
@@ -259,7 +264,7 @@ def refiner_from_entry(entry: dict, where: str, device: str | torch.device) -> R
     n_filters = entry.get("n_filters") if isinstance(entry, dict) else None
     if not isinstance(n_filters, int) or isinstance(n_filters, bool) or not 1 <= n_filters <= 64:
         raise LoFiError(f"{where}: bad refiner entry (needs n_filters 1-64 and state)")
-    refiner = Refiner(n_filters)
+    refiner = without_init(lambda: Refiner(n_filters))
     source = f"{where} (refiner)"
     load_weights(refiner, expand_precision(entry.get("state"), source), source)
     return refiner.float().eval().to(device)

@@ -10,6 +10,7 @@ that the networks were trained with) and the two VNets' state dicts. It can come
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,21 @@ def build_localiser(spec: LocaliserSpec | None = None) -> VNet:
     """The localiser's VNet (one input channel, one output channel per side)."""
     spec = spec or LocaliserSpec()
     return VNet(n_channels=1, n_classes=2, n_filters=spec.n_filters)
+
+
+def without_init(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """``build()`` on the CPU without its random initialisation, for a module whose every
+    weight is about to be loaded (``load_weights`` is strict): a fifth of loading the shipped
+    model went to drawing random weights it then overwrote.
+
+    Example:
+        >>> net = without_init(lambda: torch.nn.Linear(2, 3))
+        >>> tuple(net.weight.shape), net.weight.device.type
+        ((3, 2), 'cpu')
+    """
+    with torch.device("meta"):
+        module = build()
+    return module.to_empty(device="cpu")
 
 
 def build_critic() -> Critic:
