@@ -280,9 +280,7 @@ def test_bids_volumes_table_has_the_quality_columns(tmp_path):
     sidecar = {"volumes": {"left_ml": 3.0, "right_ml": 2.9}, "status": "ok", "quality": quality}
     (anat / "sub-01_acq-a_space-orig_desc-hippocampus_dseg.json").write_text(json.dumps(sidecar))
     del sidecar["quality"]  # an older sidecar: n/a
-    (anat / "sub-01_acq-b_space-orig_desc-hippocampus_dseg.json").write_text(
-        json.dumps(sidecar)
-    )
+    (anat / "sub-01_acq-b_space-orig_desc-hippocampus_dseg.json").write_text(json.dumps(sidecar))
     rows = subject_rows(tmp_path, "01")
     table = write_tsv(tmp_path / "t.tsv", rows, TABLE_COLUMNS).read_text().splitlines()
     header = table[0].split("\t")
@@ -291,3 +289,33 @@ def test_bids_volumes_table_has_the_quality_columns(tmp_path):
     assert by_dice["0.42"]["right_review"] == "True"
     assert by_dice["0.42"]["review_reasons"] == "right: predicted Dice 0.42"
     assert by_dice["n/a"]["left_review"] == "n/a"
+
+
+def test_fit_quality_estimator_writes_a_file_for_its_bundle(tmp_path):
+    from lofihippseg.quality.train import fit_quality_estimator
+
+    rng = np.random.default_rng(2)
+    for part, n in (("train", 60), ("held", 20)):
+        folder = tmp_path / "work" / part
+        folder.mkdir(parents=True)
+        with open(folder / "table.jsonl", "w") as handle:
+            for i in range(n):
+                sides = []
+                for side in ("left", "right"):
+                    dice = float(rng.uniform(0.3, 0.9))
+                    sides.append(
+                        {"case": f"{part}{i}", "kind": "head", "side": side, "dice": dice,
+                         "vol_ml": 3.0, "side_view_dice": dice + rng.normal(0, 0.02)}
+                    )  # fmt: skip
+                handle.write(json.dumps({"case": f"{part}{i}", "sides": sides}) + "\n")
+    bundle = tmp_path / "model.pt"
+    bundle.write_bytes(b"weights")
+    est = fit_quality_estimator(
+        bundle, None, QualityData(tmp_path), 0, tmp_path / "work",
+        QualityData(tmp_path, "held"), FitSettings(n_trees=30), build=False,
+    )  # fmt: skip
+    found, note = find_estimator(bundle)
+    assert found is not None and note == "model.quality.json"
+    assert found.meta["held_back"]["heads"]["spearman"] > 0.8
+    assert found.meta["trained_on"]["maps"] == str(tmp_path)
+    assert found.review_below == pytest.approx(est.review_below, abs=1e-4)

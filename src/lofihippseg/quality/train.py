@@ -301,6 +301,7 @@ def fit_quality_estimator(
     settings: FitSettings | None = None,
     threads: int = 1,
     recompute: bool = True,
+    build: bool = True,
 ) -> QualityEstimator:
     """Build the tables, fit, validate and write the estimator of one model bundle.
 
@@ -317,6 +318,8 @@ def fit_quality_estimator(
         threads: CPU threads for predict.
         recompute: compute the features again from the saved cases (the tables' rows keep
             those of the code that built them).
+        build: predict the cases missing from the tables first (False: fit on the tables as
+            they are, e.g. a build cut short).
 
     Returns:
         The estimator (written to ``out_path``).
@@ -332,12 +335,14 @@ def fit_quality_estimator(
     torch.set_num_threads(threads)
     bundle = Path(bundle_path)
     work = Path(work_dir)
-    predictor = Predictor(load_model(bundle), PredictSettings(device="cpu", threads=threads))
-    t = time.perf_counter()
-    build_table(predictor, data_spec, work / "train")
-    if validation is not None:
-        build_table(predictor, validation, work / "held")
-    log.info("tables built in %.0f s", time.perf_counter() - t)
+    if build:
+        settings_p = PredictSettings(device="cpu", threads=threads)
+        predictor = Predictor(load_model(bundle), settings_p)
+        t = time.perf_counter()
+        build_table(predictor, data_spec, work / "train")
+        if validation is not None:
+            build_table(predictor, validation, work / "held")
+        log.info("tables built in %.0f s", time.perf_counter() - t)
     est, _ = fit_rows(load_rows(work / "train", recompute), settings or FitSettings(), seed)
     est.bundle_sha256 = file_sha256(bundle)
     est.meta["bundle"] = bundle.name
@@ -393,6 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--p-degraded", type=float, default=0.5, help="share of degraded heads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--fit-only", action="store_true", help="fit on the tables as they are (no predicting)"
+    )
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     train = QualityData(a.maps, "train", a.n_heads, a.p_degraded, msd=a.msd, seed=a.seed)
@@ -402,11 +410,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             a.maps, "held", a.n_held, a.p_degraded, msd=a.msd, msd_split="test", seed=a.seed + 1
         )
     try:
-        est = fit_quality_estimator(a.model, a.out, train, a.seed, a.work, held, threads=a.threads)
+        est = fit_quality_estimator(
+            a.model, a.out, train, a.seed, a.work, held, threads=a.threads, build=not a.fit_only
+        )
     except LoFiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"out of fold: {est.meta['out_of_fold']}")
+    print(f"fitted on {est.meta['fit']['n_sides']} sides; out of fold: {est.meta['out_of_fold']}")
     if "held_back" in est.meta:
         print(f"held back: {est.meta['held_back']}")
     print(f"review below {est.review_below:.3f}; written {a.out or estimator_path(a.model)}")
