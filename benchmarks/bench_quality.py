@@ -14,7 +14,7 @@ and prints, per side on the held-back table:
   family agreement, refiner change, edge visibility);
 - the figures by subset (clean heads, degraded heads by degradation, crops) and a reliability
   table by decile of the prediction;
-- the seconds per head of features and estimator (from the saved cases);
+- the CPU seconds per head of features and estimator (from the saved heads);
 
 and writes the predicted-against-true picture (``--png``, default
 ``docs/images/quality_predicted_vs_true.png``).
@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from lofihippseg.inference.model_loading import DEFAULT_MODEL
-from lofihippseg.quality.dataset import saved_features
 from lofihippseg.quality.estimator import QualityEstimator, estimator_path
+from lofihippseg.quality.features import case_features
 from lofihippseg.quality.train import GOOD, LOW, figures, load_rows, matrix, reliability
 from lofihippseg.reporting.status import StatusRules, case_status, side_review_reasons
 
@@ -116,21 +116,28 @@ def picture(pred: np.ndarray, dice: np.ndarray, kinds: list[str], below: float, 
     fig.savefig(path)
 
 
-def timing(work: Path, est: QualityEstimator, n: int = 30) -> str:
-    """Seconds per head of features + estimator over saved heads (float32 maps, as in predict)."""
+def timing(work: Path, est: QualityEstimator, n: int = 40) -> str:
+    """CPU seconds per head of features + estimator (``time.process_time``: this process's own
+    time, not inflated by other jobs on the machine) over saved heads, maps as float32 (as in
+    predict)."""
     seconds = []
-    for path in sorted((work / "cases").glob("*.npz"))[:n]:
+    for path in sorted((work / "cases").glob("held_*.npz"))[:n]:
         with np.load(path) as z:
-            arrays = {k: z[k] for k in z.files}
-        for k in ("prob1", "prob2", "fused"):
-            arrays[k] = arrays[k].astype(np.float32)
-        t = time.perf_counter()
-        f = saved_features(arrays)
+            a = {k: z[k] for k in z.files}
+        maps = [a[k].astype(np.float32) for k in ("prob1", "prob2", "fused")]
+        box = tuple(slice(int(lo), int(hi)) for lo, hi in a["box"])
+        info = json.loads(str(a["info"]))
+        t = time.process_time()
+        f = case_features(
+            a["image"], a["labels"], *maps, box, tuple(a["spacing"]), float(a["view_dice"]),
+            info, tuple(a["volume_shape"]), tuple(a["window_start"]),
+        )  # fmt: skip
         est.predict_rows(np.stack([matrix([f[s]], est.features)[0] for s in ("left", "right")]))
-        seconds.append(time.perf_counter() - t)
+        seconds.append(time.process_time() - t)
     s = np.array(seconds)
     return (
-        f"{len(s)} saved cases: median {np.median(s):.3f} s, mean {s.mean():.3f}, max {s.max():.3f}"
+        f"{len(s)} saved heads: median {np.median(s):.3f} s, mean {s.mean():.3f}, max "
+        f"{s.max():.3f} (CPU time, 1 thread)"
     )
 
 
@@ -170,6 +177,9 @@ def main() -> None:
     print("\nplain signals (the value itself as the prediction; MAE only on a Dice scale):")
     for name, (key, sign) in SIGNALS.items():
         value = np.array([float(r.get(key, 0.0)) for r in rows])
+        if np.ptp(value) == 0:
+            print(f"  {name}: absent from these predictions (predict did not record it)")
+            continue
         f = figures(sign * value, dice)
         mae = f" MAE {f['mae']:.3f}," if sign > 0 and key != "edge_visibility" else ""
         print(f"  {name}: Spearman {f['spearman']:+.3f},{mae} AUC(<0.6) {f['auc_below_0.6']:.3f}")

@@ -285,7 +285,8 @@ def fit_rows(
     threshold = review_threshold(calibrated, y, s.catch)
     trees = fit_trees(x, y, s, seed)
     est = QualityEstimator(tuple(s.features), trees, cx, cy, threshold)
-    est.meta["out_of_fold"] = figures(calibrated, y, calibrated < threshold)
+    oof_figures = figures(calibrated, y, calibrated < threshold)
+    est.meta["out_of_fold"] = {k: _round(v) for k, v in oof_figures.items()}
     fit = {k: v for k, v in dataclasses.asdict(s).items() if k != "features"}
     est.meta["fit"] = {**fit, "seed": seed, "n_sides": len(rows)}
     return est, calibrated
@@ -378,7 +379,10 @@ def validate(est: QualityEstimator, rows: Sequence[dict[str, Any]]) -> dict[str,
 
 
 def _round(v: Any) -> Any:
-    return round(v, 4) if isinstance(v, float) else v
+    """4 decimals; NaN (a figure without its cases, e.g. no side under 0.6) as None (JSON)."""
+    if isinstance(v, float):
+        return None if v != v else round(v, 4)
+    return v
 
 
 def main(argv: Sequence[str] | None = None) -> int:
