@@ -411,7 +411,7 @@ def main() -> None:
     p.add_argument(
         "--maps",
         type=Path,
-        default=Path(__file__).resolve().parents[2] / "shared" / "data" / "synthseg_label_maps",
+        default=Path(__file__).resolve().parents[4] / "shared" / "data" / "synthseg_label_maps",
         help="folder with training_seg_14..16.nii.gz (held back)",
     )
     p.add_argument("--n", type=int, default=6, help="synthetic validation scans")
