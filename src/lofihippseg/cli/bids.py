@@ -54,6 +54,12 @@ class BidsAppCommand(click.Command):
         return super().parse_args(ctx, expand_multi_values(list(args)))
 
 
+def _stack_settings(save_stack_labels: bool):
+    from lofihippseg.stacks.session import StacksSettings
+
+    return StacksSettings(save_stack_labels=save_stack_labels)
+
+
 @click.command("bids", cls=BidsAppCommand)
 @click.argument("bids_dir", type=click.Path(file_okay=False))
 @click.argument("output_dir", type=click.Path(file_okay=False))
@@ -108,6 +114,20 @@ class BidsAppCommand(click.Command):
     help="Participant level: I/N = part I of N of the sorted participants; 'slurm' = this "
     "SLURM array task's part (SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT).",
 )
+@click.option(
+    "--group-stacks",
+    is_flag=True,
+    help="Participant level: T2w images of one session that differ only in acq- or run- (e.g. "
+    "acq-axi, acq-cor, acq-sag) are one session's stacks: registered to the first (the axial "
+    "one if an acq- label says so), combined and segmented as one case, named "
+    "..._rec-stacks_desc-hippocampus_dseg (as `predict --stacks`).",
+)
+@click.option(
+    "--save-stack-labels",
+    is_flag=True,
+    help="With --group-stacks: also write the label map on each stack's own grid "
+    "(..._acq-X_rec-stacks_space-orig_desc-hippocampus_dseg.nii.gz).",
+)
 @click.option("--no-report", is_flag=True, help="Group level: do not write report.html.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(
@@ -132,6 +152,8 @@ def command(
     no_qc,
     overwrite,
     shard,
+    group_stacks,
+    save_stack_labels,
     no_report,
     quiet,
 ) -> None:
@@ -185,6 +207,8 @@ def command(
         suffixes=tuple(suffix) or ("T2w",),
         acquisitions=acquisition or None,
         progress=not quiet,
+        group_stacks=group_stacks,
+        stack_settings=_stack_settings(save_stack_labels) if group_stacks else None,
     )
     if run.report.results:
         click.echo(run.report.table())

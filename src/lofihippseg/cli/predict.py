@@ -33,6 +33,26 @@ def _roi_size(value: str) -> tuple[int, int, int]:
     return tuple(parts)  # type: ignore[return-value]
 
 
+def _predict_stacks(inputs, out_dir, loaded, settings, combine, stack_labels, combined) -> None:
+    """``predict --stacks``: one session; a bad session raises one line, nothing written."""
+    from lofihippseg.stacks.api import predict_stacks
+    from lofihippseg.stacks.session import StacksSettings
+
+    stack_settings = StacksSettings(
+        combine=combine, save_stack_labels=stack_labels, save_combined=combined
+    )
+    result = predict_stacks(inputs, out_dir, loaded, settings, stack_settings)
+    row = result.row or {}
+    volumes = (
+        f": left {float(row['left_ml']):.2f} mL, right {float(row['right_ml']):.2f} mL"
+        if row.get("left_ml") not in (None, "")
+        else ""
+    )
+    click.echo(
+        f"{result.case} ({len(inputs)} stacks) {result.status}{volumes}; outputs in {out_dir}"
+    )
+
+
 @click.command("predict")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
@@ -165,6 +185,31 @@ def _roi_size(value: str) -> tuple[int, int, int]:
     is_flag=True,
     help="Also write OUT/report.html: the self-contained cohort QC report of the output folder.",
 )
+@click.option(
+    "--stacks",
+    is_flag=True,
+    help="INPUTS are the separate stacks of ONE session (two or more, any orientation; e.g. "
+    "axial, coronal, sagittal): each is registered rigidly to the first, they are combined on "
+    "a 1 mm grid in the first stack's frame and segmented once (docs/stacks.md).",
+)
+@click.option(
+    "--combine",
+    type=click.Choice(["superres", "average", "fuse"]),
+    default="superres",
+    show_default=True,
+    help="With --stacks: superres = the stacks combined frequency by frequency; average = "
+    "averaged; fuse = each stack segmented and the probabilities averaged.",
+)
+@click.option(
+    "--save-stack-labels",
+    is_flag=True,
+    help="With --stacks: also write the label map on each stack's own grid (CASE_hipp_stackK).",
+)
+@click.option(
+    "--save-combined",
+    is_flag=True,
+    help="With --stacks: also write the combined image (CASE_combined.nii.gz).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(
     inputs,
@@ -196,6 +241,10 @@ def command(
     shard,
     report_html,
     quiet,
+    stacks,
+    combine,
+    save_stack_labels,
+    save_combined,
 ) -> None:
     """Segment the left and right hippocampus in INPUTS (files, folders or globs).
 
@@ -232,6 +281,10 @@ def command(
         shard=_shard(shard),
     )
     loaded = load_model(model, checkpoint1, checkpoint2, recipe, device=str(resolve_device(device)))
+    if stacks:
+        extras = (combine, save_stack_labels, save_combined)
+        _predict_stacks(list(inputs), out_dir, loaded, settings, *extras)
+        return
     report = predict(list(inputs), out_dir, loaded, settings, progress=not quiet)
     click.echo(report.table())
     done = sum(r.status == "ok" for r in report.results)
