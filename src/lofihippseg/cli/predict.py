@@ -280,6 +280,10 @@ def command(
         overwrite=overwrite,
         shard=_shard(shard),
     )
+    if stacks:  # a missing, unreadable or 4D stack fails before the model loads
+        from lofihippseg.stacks.session import load_stacks
+
+        load_stacks(list(inputs))
     loaded = load_model(model, checkpoint1, checkpoint2, recipe, device=str(resolve_device(device)))
     if stacks:
         extras = (combine, save_stack_labels, save_combined)
