@@ -3,7 +3,7 @@
 #   1. the CUDA-only tests (pytest -m cuda);
 #   2. bench_train.py at the released size (128^3, batch 8, 16 filters), fp32 and AMP, peak GPU
 #      memory: critic-free, the critic on every voxel, the sampled critic;
-#   3. bench_predict.py --device cuda (whole volume, ROI, MONAI sliding window);
+#   3. bench_roi_strategies.py --device cuda (whole volume, ROI, MONAI sliding window);
 #   4. the synthetic generator's throughput on the GPU.
 # Figures go to OUT_DIR (default gpu_check_out/): tests.txt, train.csv, train.txt, predict.json,
 # predict.txt, synth.txt, env.txt, and summary.txt (each step's exit status and seconds).
@@ -57,7 +57,7 @@ step tests "$LIMIT" "$PY" -m pytest -q -m cuda -p no:cacheprovider tests > "$OUT
 # shellcheck disable=SC2086
 step train "$LIMIT" "$PY" benchmarks/bench_train.py --device "$DEVICE" --size "$TRAIN_SIZE" \
   --steps "$STEPS" --precision $PRECISION --out "$OUT/train.csv" > "$OUT/train.txt" 2>&1
-step predict "$LIMIT" "$PY" benchmarks/bench_predict.py "${PREDICT_ARGS[@]}" \
+step predict "$LIMIT" "$PY" benchmarks/bench_roi_strategies.py "${PREDICT_ARGS[@]}" \
   --json "$OUT/predict.json" > "$OUT/predict.txt" 2>&1
 step synth "$LIMIT" "$PY" benchmarks/bench_synth.py "${SYNTH_ARGS[@]}" > "$OUT/synth.txt" 2>&1
 cat "$SUMMARY"

@@ -20,15 +20,17 @@ def test_orientation_letters_per_plane():
 
 
 def test_every_panel_carries_its_letters(tmp_path, monkeypatch):
+    import matplotlib.figure
+
     figures = []
-    real = qc.Figure
+    real = matplotlib.figure.Figure  # imported by save_qc_png when it runs
 
     def recording_figure(*args, **kwargs):
         fig = real(*args, **kwargs)
         figures.append(fig)
         return fig
 
-    monkeypatch.setattr(qc, "Figure", recording_figure)
+    monkeypatch.setattr(matplotlib.figure, "Figure", recording_figure)
     labels = np.zeros((24, 24, 20), np.uint8)
     labels[5:9, 10:14, 8:12], labels[15:19, 10:14, 8:12] = 1, 2
     path = save_qc_png(head(), labels, (1.0, 1.0, 1.0), tmp_path / "qc.png", "case  left 1 mL")

@@ -92,9 +92,9 @@ def _stack_settings(save_stack_labels: bool):
 @click.option(
     "--tta/--no-tta",
     default=None,
-    help="Also run the kept pair of networks on the left-right mirror image and average "
-    "(sides swapped back). Default: the model's advice (the shipped model: on; about 0.1-0.2 s "
-    "more per head on a CPU).",
+    help="Also run the pair of networks on the left-right mirror image and average (sides "
+    "swapped back; one batch). Default: the model's advice (the shipped model: on for heads, "
+    "where it gained up to 0.02 Dice on held-back heads, off for crops, where it lost 0.007).",
 )
 @edge_weight_option()
 @refiner_option()
