@@ -319,3 +319,21 @@ def test_fit_quality_estimator_writes_a_file_for_its_bundle(tmp_path):
     assert found.meta["held_back"]["heads"]["spearman"] > 0.8
     assert found.meta["trained_on"]["maps"] == str(tmp_path)
     assert found.review_below == pytest.approx(est.review_below, abs=1e-4)
+
+
+def test_the_summary_table_shows_predicted_dice_and_the_sides_to_review(tmp_path):
+    from lofihippseg.inference.api import BatchReport, CaseResult
+
+    rows = [
+        {"status": "ok", "left_ml": 3.1, "right_ml": 2.9, "left_predicted_dice": 0.81,
+         "right_predicted_dice": 0.52, "left_review": False, "right_review": True},
+        {"status": "ok", "left_ml": 3.0, "right_ml": 3.0, "left_predicted_dice": "nan",
+         "right_predicted_dice": "", "left_review": "False", "right_review": "False"},
+    ]  # fmt: skip
+    results = [
+        CaseResult(f"c{i}", tmp_path / f"c{i}.nii.gz", "ok", row=r) for i, r in enumerate(rows)
+    ]
+    lines = BatchReport(tmp_path, results).table().splitlines()
+    assert lines[0].split()[-5:] == ["pDice", "L", "pDice", "R", "review"]
+    assert lines[1].split()[-3:] == ["0.81", "0.52", "R"]
+    assert lines[2].split()[-3:] == ["-", "-", "-"]  # no estimator, nothing to review

@@ -129,26 +129,33 @@ class BatchReport:
         return [f"error: {r.message}" for r in self.failed]
 
     def table(self) -> str:
-        """A short plain-text summary table: what happened (result) and the quality status."""
+        """A short plain-text summary table: what happened (result), the quality status, the
+        volumes and, per side, the predicted Dice and which sides go to review."""
         lines = [
             f"{'case':<32} {'result':<7} {'status':<18} {'left mL':>8} {'right mL':>9} "
-            f"{'AI':>7} {'view Dice':>9}"
+            f"{'AI':>7} {'view Dice':>9} {'pDice L':>7} {'pDice R':>7} {'review':>6}"
         ]
         for r in self.results:
             row = r.row or {}
 
             def num(key: str, fmt: str, row: dict = row) -> str:
-                value = row.get(key, "")
                 try:
-                    return format(float(value), fmt)
+                    value = float(row.get(key, ""))
                 except (TypeError, ValueError):
                     return "-"
+                return "-" if np.isnan(value) else format(value, fmt)
 
             quality = "failed" if r.status == "failed" else str(row.get("status") or "-")
+            review = "".join(
+                side[0].upper()
+                for side in ("left", "right")
+                if str(row.get(f"{side}_review", "")).lower() in ("true", "1")
+            )
             lines.append(
                 f"{r.case[:32]:<32} {r.status:<7} {quality:<18} {num('left_ml', '8.3f'):>8} "
                 f"{num('right_ml', '9.3f'):>9} {num('asymmetry_index', '7.3f'):>7} "
-                f"{num('view_dice', '9.3f'):>9}"
+                f"{num('view_dice', '9.3f'):>9} {num('left_predicted_dice', '7.2f'):>7} "
+                f"{num('right_predicted_dice', '7.2f'):>7} {review or '-':>6}"
             )
         return "\n".join(lines)
 
