@@ -203,6 +203,8 @@ def stage_pair(ctx: StageContext, p: dict) -> dict:
         f"{ctx.name}: measured {seconds:.2f} s/iteration here; {p['iterations']} iterations "
         f"need ~{seconds * p['iterations'] / 3600:.2f} h"
     )
+    # written now, not only when the stage ends: `make model-plan` reads it during the run
+    write_text_atomic(ctx.folder / TIMING, json.dumps(ctx.timing, indent=1))
     resume = run if (run / "checkpoints" / "last.pt").is_file() else None
     train(config, resume=resume)
     return {
