@@ -343,6 +343,8 @@ def stage_export(ctx: StageContext, p: dict) -> dict:
     refiner = ctx.path(p["refiner"]) / ctx.records[p["refiner"].removeprefix("stage:")]["weights"]
     add_to_bundle(refiner, ctx.path(p["pairs"]) / "pairs.pt", out, p.get("tta"))
     data = safe_torch_load(out)
+    if p.get("family_rule") is not None:  # which pair predict runs (inference.plan)
+        data["family_rule"] = dict(p["family_rule"])
     data["provenance"] = provenance(ctx)
     with atomic_path(out) as tmp:
         torch.save(data, tmp)

@@ -126,10 +126,13 @@ def widen(net: rf.Refiner, narrow_state: dict) -> None:
                     getattr(big, attr)[:o] = getattr(old, attr)
 
 
-def add_to_bundle(weights: Path, bundle: Path, out: Path, tta: bool | None = None) -> None:
+def add_to_bundle(
+    weights: Path, bundle: Path, out: Path, tta: bool | list[str] | None = None
+) -> None:
     """Write ``bundle`` with the refiner ``weights`` (as wide as they are; large weights in 8
     bits, see ``refiner.refiner_entry``) to ``out`` (atomically); ``tta``: the bundle's advice
-    on mirror test-time augmentation (``LoadedModel.tta``; None = keep the bundle's)."""
+    on mirror test-time augmentation (``LoadedModel.tta``: true, false or the families to
+    mirror; None = keep the bundle's)."""
     from lofihippseg.io.atomic import atomic_path
     from lofihippseg.models.registry import safe_torch_load
 
