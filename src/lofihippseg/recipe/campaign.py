@@ -165,7 +165,7 @@ def _pair_config(ctx: StageContext, p: dict):
     config = load_settings(TrainConfig, ctx.path(p["config"]))
     changes = dict(
         data=(str(pool / f"pool_{p['family']}"),),
-        unsided=(str(msd_csv),) if msd_csv else None,
+        unsided=(str(msd_csv),) if msd_csv else (),
         synthetic=str(pool / "pool" / "training_maps.list"),
         iterations=p["iterations"],
         lr=p["lr"],

@@ -80,12 +80,12 @@ def _split_all(sources: tuple[str, ...], config: TrainConfig) -> tuple[list, lis
 
 def collect_cases(config: TrainConfig) -> tuple[list[Case], list[Case]]:
     """Training and validation cases of all (sided) data sources, each split with its lists."""
-    return _split_all(config.data, config)
+    return _split_all(config.data or (), config)
 
 
 def collect_unsided(config: TrainConfig) -> tuple[list[Case], list[Case]]:
     """Training and validation cases of the unsided sources (``TrainConfig.unsided``)."""
-    return _split_all(config.unsided, config)
+    return _split_all(config.unsided or (), config)  # None: none (a recipe without crops)
 
 
 def prepare_arrays(
