@@ -416,3 +416,15 @@ def test_absent_file_in_a_folder_is_named_not_skipped(tmp_path, bundle, capsys):
     (labels / "c2.nii.gz").symlink_to("../.git/annex/objects/c2.nii.gz")
     code, _, err = run_cli(["evaluate", labels, labels, "-o", tmp_path / "e"], capsys)
     assert code == 2 and "c2.nii.gz: absent" in one_error_line(err)
+
+
+def test_a_sessions_stack_outputs_are_not_taken_for_scans(tmp_path):
+    """``predict --stacks`` writes ``CASE_hipp_stackK`` and ``CASE_combined`` beside its sidecar:
+    a later run over that folder skips them; a scan merely named ``x_combined`` is kept."""
+    out = tmp_path / "out"
+    write_nifti(out / "S_hipp.nii.gz", np.zeros((24, 24, 24), np.uint8))
+    (out / "S_hipp.json").write_text('{"tool": "lofihippseg"}')
+    for name in ("S_hipp_stack2", "S_combined"):
+        write_nifti(out / f"{name}.nii.gz", head())
+    write_nifti(out / "other_combined.nii.gz", head())  # no sidecar of ours: a scan
+    assert [p.name for p in gather_inputs(out)] == ["other_combined.nii.gz"]

@@ -83,9 +83,14 @@ _LISA = re.compile(r"^LISA_(?:VALIDATION_|TEST_)?(\d+)(?:_ciso)?$", re.IGNORECAS
 # names that outputs or label maps have; such files found by expanding a folder or glob are
 # skipped only when they are this tool's outputs or sit beside their scan (``_skip_reason``)
 _NOT_INPUTS = re.compile(
-    r"(_hipp|_hipp_prediction|_HF_hipp|_prob_left|_prob_right|_uncertainty)$", re.IGNORECASE
+    r"(_hipp|_hipp_prediction|_HF_hipp|_prob_left|_prob_right|_uncertainty|_hipp_stack\d+"
+    r"|_combined)$",
+    re.IGNORECASE,
 )
-_CASE_OUTPUTS = re.compile(r"(_prob_left|_prob_right|_uncertainty)$", re.IGNORECASE)
+# outputs named after their case (a session's stacks: ``predict --stacks``)
+_CASE_OUTPUTS = re.compile(
+    r"(_prob_left|_prob_right|_uncertainty|_hipp_stack\d+|_combined)$", re.IGNORECASE
+)
 
 
 @dataclass
