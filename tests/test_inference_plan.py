@@ -7,7 +7,7 @@ import pytest
 import torch
 from cohort_helpers import BrightNet
 from conftest import write_nifti
-from test_families import EmptyNet, two_family_model
+from test_families import Counting, EmptyNet, two_family_model
 from test_predict import synthetic_head
 
 from lofihippseg.errors import LoFiError
@@ -20,16 +20,6 @@ from lofihippseg.io.nifti import load_image
 from lofihippseg.models.registry import ModelSpec, build_vnet, bundle_dict
 
 CPU = {"device": "cpu", "roi": "off"}
-
-
-class Counting(torch.nn.Module):
-    def __init__(self, inner: torch.nn.Module):
-        super().__init__()
-        self.inner, self.calls = inner, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.inner(x)
 
 
 def ruled_model():

@@ -46,45 +46,25 @@ log = logging.getLogger(__name__)
 
 HELD_BACK = ("14", "15", "16")  # label maps never used for anything shipped
 CONTRASTS = ("t2", "t1", "random")
-N_TEST, N_VAL, MSD_SEED = 41, 16, 0  # release/msd_split.py's split
+N_TEST, N_VAL, MSD_SEED = 41, 16, 0  # lofihippseg.recipe.msd's split
 WINDOW_MARGIN = 8  # voxels kept around the maps' box in the saved case
 
 
-def _randomised(config: SynthConfig) -> SynthConfig:
-    """The release pool's domain randomisation (release/make_pool.py ``randomised``)."""
-    return dataclasses.replace(
-        config,
-        rotation_deg=25.0,
-        global_scale=(0.75, 1.1),
-        p_generic_acquisition=0.3,
-        snr_range=(8.0, 60.0),
-        bias_log_std=(0.0, 0.8),
-    )
-
-
 def contrast_config(name: str) -> SynthConfig:
-    """The generator's settings for one contrast (release/make_pool.py's profiles).
+    """The generator's settings for one contrast (``lofihippseg.recipe.pools``' profiles).
 
     Example:
         >>> contrast_config("random").p_random_contrast
         1.0
     """
+    from lofihippseg.recipe.pools import random_config, randomised, t1_config, t2_config
+
     if name == "t2":
-        return _randomised(SynthConfig())
+        return randomised(t2_config())
     if name == "t1":
-        t1 = dataclasses.replace(
-            SynthConfig(),
-            csf_mean=(0.05, 0.3),
-            gm_mean=(0.35, 0.6),
-            wm_gm_ratio=(1.15, 1.6),
-            slice_mm=(1.0, 5.0),
-            inplane_mm=(1.0, 1.8),
-            p_three_stacks=0.5,
-            snr_range=(20.0, 80.0),
-        )
-        return _randomised(t1)
+        return randomised(t1_config())
     if name == "random":
-        return _randomised(dataclasses.replace(SynthConfig(), p_random_contrast=1.0))
+        return random_config()
     raise LoFiError(f"unknown contrast {name!r}; expected one of {CONTRASTS}")
 
 
