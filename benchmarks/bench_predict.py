@@ -7,9 +7,11 @@ process so that its wall time (start-up, model loading and writing included) and
 memory (max RSS) are its own:
 
 - ``v12``: the pipeline as shipped with v12 (every contrast family's pair runs, the best-agreeing
-  is kept and mirrored): ``--family agreement --tta``;
+  is kept and mirrored; float32): ``--family agreement --tta --no-amp``;
+- ``lean_f32``: today's default in float32 (``--no-amp``: what a CPU without native bfloat16
+  runs);
 - ``lean``: today's default (one pair chosen by the field of view, the mirror for heads only,
-  in one batch with the scan);
+  in one batch with the scan; bfloat16 networks where the CPU computes them natively);
 - ``v12_code`` (with ``--v12-src DIR``): the v12 code itself and its bundle, as shipped, e.g.
   ``git worktree add /tmp/v12 0442ba7`` then ``--v12-src /tmp/v12/src`` (its own defaults).
 
@@ -35,7 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-PROFILES = {"v12": ["--family", "agreement", "--tta"], "lean": []}
+PROFILES = {
+    "v12": ["--family", "agreement", "--tta", "--no-amp"],
+    "lean_f32": ["--no-amp"],
+    "lean": [],
+}
 SHARED_MAPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthseg_label_maps"
 PACKAGED_MAPS = Path(__file__).resolve().parents[1] / "src" / "lofihippseg" / "data" / "label_maps"
 STAGES = ("preprocess_s", "locate_s", "inference_s", "regrid_s", "tta_s", "postprocess_s")
@@ -118,6 +124,13 @@ def score(out: Path, labels: Path) -> dict:
     }
 
 
+def lean_precision() -> str:
+    """What ``lean`` computes in on this machine (``inference.plan``)."""
+    from lofihippseg.models.precision import cpu_bfloat16_native
+
+    return "bfloat16 (native on this CPU)" if cpu_bfloat16_native() else "float32"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=4, help="heads per set (t2, t1)")
@@ -134,8 +147,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = a.keep or Path(tmp)
         sets = write_sets(root / "heads", a.n, maps)
-        print(f"heads from {maps} ({'held-back maps 14-16' if held else 'training maps'}); "
-              f"{a.threads} threads; QC pictures off")  # fmt: skip
+        which = "held-back maps 14-16" if held else "training maps"
+        print(f"heads from {maps} ({which}); {a.threads} threads; QC pictures off; "
+              f"lean's networks in {lean_precision()}")  # fmt: skip
         header = f"{'set':<7} {'profile':<8} " + " ".join(f"{s[:-2]:>10}" for s in STAGES)
         print(f"{header} {'process s':>9} {'s/head':>6} {'peak MB':>7} {'Dice L':>6} {'Dice R':>6}")
         for name, folder in sets.items():

@@ -21,7 +21,7 @@ from training_data import make_lisa_dataset, small_config
 
 from lofihippseg.config import save_json
 from lofihippseg.errors import LoFiError
-from lofihippseg.inference.api import PredictSettings, gather_inputs, predict
+from lofihippseg.inference.api import PredictSettings, ScanReader, gather_inputs, predict
 from lofihippseg.inference.model_loading import LoadedModel
 from lofihippseg.io import atomic
 from lofihippseg.io.datasets import split_dataset
@@ -428,3 +428,22 @@ def test_a_sessions_stack_outputs_are_not_taken_for_scans(tmp_path):
         write_nifti(out / f"{name}.nii.gz", head())
     write_nifti(out / "other_combined.nii.gz", head())  # no sidecar of ours: a scan
     assert [p.name for p in gather_inputs(out)] == ["other_combined.nii.gz"]
+
+
+def test_a_scan_read_ahead_fails_in_its_own_case(tmp_path, bundle):
+    """The next scan is read while one is segmented: its error is its own, the batch goes on."""
+    first = write_nifti(tmp_path / "in" / "a.nii.gz", head())
+    bad = tmp_path / "in" / "b.nii.gz"
+    bad.write_bytes(b"not an image")
+    last = write_nifti(tmp_path / "in" / "c.nii.gz", head())
+    report = predict(tmp_path / "in", tmp_path / "o", bundle, PredictSettings(qc=False), False)
+    assert [(r.case, r.status) for r in report.results] == [
+        ("a", "ok"), ("b", "failed"), ("c", "ok")
+    ]  # fmt: skip
+    assert str(bad) in report.results[1].message and "not a readable" in report.results[1].message
+    with ScanReader() as reader:  # read ahead or now: the same volume
+        reader.start(first)
+        ahead, now = reader.take(first), reader.take(last)
+        reader.start(bad)  # never taken: dropped at the end
+    np.testing.assert_array_equal(ahead.data, load_image(first).data)
+    np.testing.assert_array_equal(now.affine, load_image(last).affine)

@@ -23,6 +23,7 @@ from lofihippseg.errors import LoFiError
 from lofihippseg.inference.model_loading import LoadedModel
 from lofihippseg.inference.settings import DEFAULT_EDGE_WEIGHT, PredictSettings, resolve_device
 from lofihippseg.inference.sliding_window import check_roi_size
+from lofihippseg.models.precision import cpu_bfloat16_native
 
 # a scan whose non-zero field of view is narrower than this from left to right cannot hold
 # both hippocampi (their centres lie ~60 mm apart): a crop around one of them, such as the
@@ -56,7 +57,9 @@ class InferencePlan:
         sliding_window: ``auto``, ``on`` or ``off``.
         roi_size: sliding-window size.
         overlap: sliding-window overlap.
-        amp: float16 autocast on CUDA.
+        amp: mixed precision asked for (``PredictSettings.amp``).
+        precision: what the networks compute in: ``float16`` (autocast on CUDA),
+            ``bfloat16`` (a CPU with native bfloat16: ``models.precision``) or ``float32``.
         device: where the networks run.
     """
 
@@ -78,6 +81,7 @@ class InferencePlan:
     roi_size: tuple[int, int, int]
     overlap: float
     amp: bool
+    precision: str
     device: str
 
     def describe(self) -> dict[str, Any]:
@@ -123,6 +127,17 @@ def _mirrored(
     return families if advised is None else tuple(f for f in families if f in advised)
 
 
+def _precision(amp: bool, device: torch.device, released: bool = False) -> str:
+    """float16 autocast on CUDA, bfloat16 on a CPU that computes it natively, else float32
+    (and always on the CPU for the released recipe, reproduced as it was run)."""
+    if not amp:
+        return "float32"
+    if device.type == "cuda":
+        return "float16"
+    native = device.type == "cpu" and not released and cpu_bfloat16_native()
+    return "bfloat16" if native else "float32"
+
+
 def make_plan(model: LoadedModel, settings: PredictSettings) -> InferencePlan:
     """Resolve ``settings`` against the model's advice, its recipe and the device.
 
@@ -163,5 +178,6 @@ def make_plan(model: LoadedModel, settings: PredictSettings) -> InferencePlan:
         roi_size=check_roi_size(settings.roi_size),
         overlap=settings.overlap,
         amp=settings.amp,
+        precision=_precision(settings.amp, device, released),
         device=str(device),
     )

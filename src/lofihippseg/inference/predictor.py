@@ -22,6 +22,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 import time
 from collections.abc import Iterator
@@ -52,6 +54,7 @@ from lofihippseg.inference.tta import DEFAULT_FLIPS, swap_mirrored, tta_probabil
 from lofihippseg.io.nifti import Volume
 from lofihippseg.models.fold import fold_batch_norm
 from lofihippseg.models.onednn import prefer_onednn
+from lofihippseg.models.precision import at_precision
 from lofihippseg.preprocessing.crop import Box
 from lofihippseg.preprocessing.prepare import crop_and_normalise
 from lofihippseg.preprocessing.resample import resize, working_grid
@@ -181,6 +184,19 @@ class Predictor:
         for net in nets:
             fold_batch_norm(net.eval())  # batch norm costs nothing folded into the convolutions
             prefer_onednn(net)  # 2-4x faster single-volume CPU inference
+        # the networks as this plan runs them (copies in bfloat16 where the plan says so)
+        dtype = torch.bfloat16 if self.plan.precision == "bfloat16" else torch.float32
+        self.pairs = {
+            name: tuple(at_precision(net, dtype) for net in model.pairs[name])
+            for name in self.plan.families
+        }
+        self.localiser = model.localiser and dataclasses.replace(
+            model.localiser, net=at_precision(model.localiser.net, dtype)
+        )
+        self.refiner = model.refiner
+        if self.refiner is not None and dtype != torch.float32:
+            self.refiner = copy.copy(self.refiner)  # the model's own refiner stays as it is
+            self.refiner._modules = {"net": at_precision(model.refiner.net, dtype)}
 
     def describe(self) -> dict[str, Any]:
         """The plan (every default resolved) for sidecars."""
@@ -296,7 +312,7 @@ class Predictor:
         ``flips``: the images each network sees (the scan, its mirror or both)."""
         t = time.perf_counter()
         prep = self._prepared(volume, family, prepared, watch)
-        nets = self.model.pairs[family]
+        nets = self.pairs[family]
         info: dict[str, Any] = {**prep.info, "tta": flips != IDENTITY}
         if family is not None:
             info["contrast_family"] = family
@@ -357,7 +373,7 @@ class Predictor:
         views, spacing = prepared.views, prepared.spacing
         shape = tuple(int(n) for n in views[0].shape)
         boxes = None
-        localiser = self.model.localiser
+        localiser = self.localiser
         if localiser is not None:
             if not prepared.localised:
                 probs = localiser.probabilities(views[0], spacing, self.device)
@@ -478,7 +494,7 @@ class Predictor:
     def _refine(self, volume: Volume, fused: ProbMap, info: dict[str, Any]) -> ProbMap:
         """The outline refiner on each side (its window may grow ``fused``'s box)."""
         data, box, info["refiner_change"] = refine_window(
-            self.model.refiner, volume.data, fused.data, fused.box, volume.spacing,
+            self.refiner, volume.data, fused.data, fused.box, volume.spacing,
             self.plan.threshold, self.device,
         )  # fmt: skip
         return ProbMap(data, box)

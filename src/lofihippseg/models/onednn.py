@@ -6,8 +6,9 @@ PyTorch chooses between oneDNN and a slow im2col path per convolution with a rul
 every layer below full resolution falls under it: measured on a 2-core CPU (torch 2.13, one
 thread), one 8-filter VNet pass took 0.40 s, against 0.105 s with oneDNN for every layer, the
 outputs equal to 2e-5. :func:`prefer_onednn` makes a network's ``Conv3d`` layers call oneDNN
-directly for float32 CPU inputs without gradients (inference and validation); training
-(gradients on) and every other device keep PyTorch's own choice.
+directly for float32 or bfloat16 (``models.precision``) CPU inputs without gradients
+(inference and validation); training (gradients on) and every other device keep PyTorch's own
+choice.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import nn
 def _conv3d_forward(self: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
     if (
         x.device.type == "cpu"
-        and x.dtype == torch.float32
+        and x.dtype in (torch.float32, torch.bfloat16)
         and not torch.is_grad_enabled()
         and self.padding_mode == "zeros"
         and not isinstance(self.padding, str)

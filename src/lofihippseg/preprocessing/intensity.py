@@ -20,9 +20,15 @@ def minmax_normalise(
     if clip_percentiles is not None:
         nz = data[data != 0]
         ref = nz if nz.size else data
-        low, high = np.percentile(ref, clip_percentiles)
-        data = np.clip(data, low, high)
-    low, high = float(data.min()), float(data.max())
+        low, high = (float(v) for v in np.percentile(ref, clip_percentiles))
+        # percentiles of the data lie within its range: clipped, its extremes are low and high
+        out = np.clip(data, np.float32(low), np.float32(high))
+        low, high = float(np.float32(low)), float(np.float32(high))
+    else:
+        out = data.copy()
+        low, high = float(data.min()), float(data.max())
     if high - low <= 0:
         return np.zeros_like(data)
-    return (data - low) / (high - low)
+    out -= np.float32(low)  # in place: one copy of the volume in all
+    out /= np.float32(high - low)
+    return out

@@ -1,0 +1,82 @@
+"""bfloat16 networks on CPUs that compute it natively: the plan's rule, the copies, the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lofihippseg.inference import plan as plan_mod
+from lofihippseg.inference.model_loading import DEFAULT_MODEL, load_model
+from lofihippseg.inference.predictor import Predictor
+from lofihippseg.inference.settings import PredictSettings
+from lofihippseg.io.nifti import load_image, load_label
+from lofihippseg.models.fold import fold_batch_norm
+from lofihippseg.models.onednn import prefer_onednn
+from lofihippseg.models.precision import AtPrecision, at_precision, cpu_bfloat16_native
+from lofihippseg.models.vnet import VNet
+
+EXAMPLE = (
+    Path(__file__).resolve().parents[1]
+    / "src/lofihippseg/data/examples/synthetic_lowfield_example.nii.gz"
+)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * np.sum(a & b) / (np.sum(a) + np.sum(b)))
+
+
+native = pytest.mark.skipif(
+    not cpu_bfloat16_native(), reason="this CPU has no native bfloat16 (predict uses float32)"
+)
+
+
+def test_the_plan_uses_bfloat16_only_on_a_native_cpu_and_never_for_the_released_recipe(
+    monkeypatch,
+):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(plan_mod, "cpu_bfloat16_native", lambda: True)
+    assert plan_mod._precision(True, cpu) == "bfloat16"
+    assert plan_mod._precision(False, cpu) == "float32"  # --no-amp
+    assert plan_mod._precision(True, cpu, released=True) == "float32"
+    assert plan_mod._precision(True, cuda) == "float16"
+    monkeypatch.setattr(plan_mod, "cpu_bfloat16_native", lambda: False)
+    assert plan_mod._precision(True, cpu) == "float32"
+
+
+@native
+def test_a_bfloat16_copy_computes_nearly_the_same_and_leaves_the_original_alone():
+    torch.manual_seed(0)
+    net = prefer_onednn(fold_batch_norm(VNet(n_filters=4).eval()))
+    copy = at_precision(net, torch.bfloat16)
+    assert isinstance(copy, AtPrecision) and copy.net is not net
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    assert all(p.dtype == torch.bfloat16 for p in copy.net.parameters())
+    x = torch.rand(2, 1, 32, 32, 32)
+    with torch.inference_mode():
+        exact, fast = torch.sigmoid(net(x)), torch.sigmoid(copy(x))
+    assert fast.dtype == torch.float32
+    assert float((exact - fast).abs().max()) < 0.05
+    assert at_precision(net, torch.float32) is net
+    convless = nn.Sequential(nn.Linear(2, 2))
+    assert at_precision(convless, torch.bfloat16) is convless  # nothing to gain
+
+
+@native
+@pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason=f"no packaged model at {DEFAULT_MODEL}")
+def test_the_shipped_model_in_bfloat16_segments_the_example_as_float32_does():
+    model = load_model()
+    vol = load_image(EXAMPLE)
+    fast = Predictor(model, PredictSettings(device="cpu"))
+    assert fast.plan.precision == "bfloat16" and fast.describe()["precision"] == "bfloat16"
+    exact = Predictor(model, PredictSettings(device="cpu", amp=False))  # same model afterwards
+    assert exact.plan.precision == "float32"
+    truth = load_label(EXAMPLE.with_name(EXAMPLE.name.replace(".nii", "_hipp.nii")), vol).data
+    a, b = exact.predict_volume(vol).labels, fast.predict_volume(vol).labels
+    for side in (1, 2):  # a 1.8 mm scan: a few hundred voxels a side, each one counts
+        assert dice(a == side, b == side) > 0.9
+        assert abs(dice(a == side, truth == side) - dice(b == side, truth == side)) < 0.03
+    assert all(p.dtype == torch.float32 for p in model.refiner.parameters())
