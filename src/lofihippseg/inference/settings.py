@@ -50,7 +50,8 @@ class PredictSettings:
             rule) or a family's name (e.g. ``t1``, ``t2``: only that pair runs).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         threads: CPU threads for torch (None = torch's default).
-        amp: float16 mixed precision on CUDA.
+        amp: mixed precision: float16 autocast on CUDA, bfloat16 networks on a CPU that
+            computes it natively (``models.precision``); off: float32 everywhere.
         save_probabilities: write the fused left/right probability maps.
         save_uncertainty: write the view-disagreement map.
         qc: write a QC PNG per case.
