@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import time
@@ -47,7 +46,7 @@ from lofihippseg.inference.model_loading import LoadedModel
 from lofihippseg.inference.plan import CROP_MAX_WIDTH_MM, InferencePlan, make_plan
 from lofihippseg.inference.postprocess import keep_largest_per_side
 from lofihippseg.inference.probmap import ProbMap, aligned, average
-from lofihippseg.inference.refiner import refine_window
+from lofihippseg.inference.refiner import Refiner, refine_window
 from lofihippseg.inference.settings import PredictSettings
 from lofihippseg.inference.sliding_window import network_probabilities, use_sliding, whole_volume
 from lofihippseg.inference.tta import DEFAULT_FLIPS, swap_mirrored, tta_probabilities
@@ -193,10 +192,7 @@ class Predictor:
         self.localiser = model.localiser and dataclasses.replace(
             model.localiser, net=at_precision(model.localiser.net, dtype)
         )
-        self.refiner = model.refiner
-        if self.refiner is not None and dtype != torch.float32:
-            self.refiner = copy.copy(self.refiner)  # the model's own refiner stays as it is
-            self.refiner._modules = {"net": at_precision(model.refiner.net, dtype)}
+        self.refiner = model.refiner and Refiner.around(at_precision(model.refiner.net, dtype))
 
     def describe(self) -> dict[str, Any]:
         """The plan (every default resolved) for sidecars."""

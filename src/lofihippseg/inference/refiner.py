@@ -166,6 +166,14 @@ class Refiner(torch.nn.Module):
         torch.nn.init.zeros_(last.weight)
         torch.nn.init.zeros_(last.bias)
 
+    @classmethod
+    def around(cls, net: torch.nn.Module) -> Refiner:
+        """A refiner computing with ``net`` (e.g. a bfloat16 copy of another refiner's)."""
+        refiner = cls.__new__(cls)
+        torch.nn.Module.__init__(refiner)
+        refiner.net = net
+        return refiner
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Refined log-odds (N, 1, ...) from input (N, 3, ...) = (image, prior, evidence)."""
         return prior_logits(x[:, 1:2]) + self.net(x)
