@@ -8,13 +8,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from cohort_helpers import fake_model, settings, write_scan
 from conftest import shared_path
 
+from lofihippseg.errors import LoFiError
 from lofihippseg.inference.api import predict
 from lofihippseg.quality import degrade
 from lofihippseg.quality.assess import side_quality
-from lofihippseg.quality.dataset import QualityData, plan, true_dice
+from lofihippseg.quality.dataset import (
+    QualityData,
+    contrast_config,
+    head_map_index,
+    label_maps,
+    plan,
+    read_table,
+    true_dice,
+)
 from lofihippseg.quality.estimator import (
     QualityEstimator,
     Trees,
@@ -29,6 +39,7 @@ from lofihippseg.quality.train import (
     figures,
     fit_rows,
     fit_trees,
+    fold_numbers,
     isotonic,
     reliability,
     review_threshold,
@@ -104,7 +115,7 @@ def test_trees_fit_and_round_trip_through_json_exactly(tmp_path):
 
 def test_isotonic_threshold_and_figures():
     cx, cy = isotonic(np.array([0.0, 1, 2, 3, 4]), np.array([0.0, 0.5, 0.2, 0.8, 0.9]), knots=5)
-    assert np.all(np.diff(cy) >= 0)
+    assert np.all(np.diff(cy) > 0)  # rises through the pooled pair too: no flat step
     pred = np.array([0.3, 0.5, 0.55, 0.8, 0.9])
     dice = np.array([0.2, 0.4, 0.65, 0.85, 0.9])
     t = review_threshold(pred, dice, 1.0)
@@ -124,10 +135,45 @@ def test_fit_rows_learns_a_signal_and_sets_a_catching_threshold():
             dice = float(rng.uniform(0.2, 0.95))
             agree = dice + rng.normal(0, 0.03)
             rows.append({"case": f"c{i}", "side": side, "dice": dice, "side_view_dice": agree})
-    est, oof = fit_rows(rows, FitSettings(n_trees=40))
+    est, oof = fit_rows(rows, FitSettings(n_trees=40, features=("side_view_dice",)))
     dice = np.array([r["dice"] for r in rows])
     assert est.meta["out_of_fold"]["spearman"] > 0.9
     assert (oof[dice < 0.6] < est.review_below).mean() >= 0.9
+
+
+def test_folds_keep_a_label_maps_heads_together_and_spread_the_crops():
+    heads = [
+        {"case": f"h{i}", "kind": "head", "side": s, "map_index": i % 6}
+        for i in range(60)
+        for s in ("left", "right")
+    ]
+    crops = [{"case": f"c{i}", "kind": "crop", "side": "left"} for i in range(40)]
+    rows = heads + crops
+    fold = fold_numbers(rows, 3)
+    maps = np.array([r.get("map_index", -1) for r in rows])
+    for m in range(6):  # every head of one map in one fold: out of fold = unseen anatomy
+        assert len(set(fold[maps == m].tolist())) == 1
+    assert sorted(np.bincount(fold[: len(heads)]).tolist()) == [40, 40, 40]  # 2 maps a fold
+    assert sorted(np.bincount(fold[len(heads) :]).tolist()) == [13, 13, 14]
+    by_case = fold_numbers(rows, 3, "case")
+    assert len(set(by_case[maps == 0].tolist())) == 3
+    with pytest.raises(LoFiError):
+        fold_numbers(rows, 3, "anatomy")
+
+
+def test_table_rows_get_the_label_map_their_head_was_made_from(tmp_path):
+    maps = shared_path("data", "synthseg_label_maps")
+    from lofihippseg.synth.generator import SyntheticGenerator
+
+    chosen = label_maps(maps, "held")
+    gen = SyntheticGenerator(chosen, contrast_config("t2"))
+    for seed in (3, 100_001):
+        index = gen.sample(torch.Generator().manual_seed(seed)).params["map_index"]
+        assert head_map_index(seed, len(chosen)) == index
+    (tmp_path / "data.json").write_text(json.dumps({"maps": str(maps), "anatomy": "held"}))
+    sides = [{"case": "held_0000", "kind": "head", "side": "left", "seed": 3, "dice": 0.7}]
+    (tmp_path / "table.jsonl").write_text(json.dumps({"case": "held_0000", "sides": sides}) + "\n")
+    assert read_table(tmp_path / "table.jsonl")[0]["map_index"] == head_map_index(3, 3)
 
 
 def fitted_estimator(bundle: Path, review_below: float = 0.5) -> QualityEstimator:
@@ -247,7 +293,8 @@ def test_shipped_estimator_matches_the_shipped_model():
         pytest.skip("no shipped model or quality estimator in this checkout")
     est, note = find_estimator(DEFAULT_MODEL)
     assert est is not None, note
-    assert est.features == FEATURES and 0.3 < est.review_below < 0.9
+    assert est.features == FitSettings().features and 0.3 < est.review_below < 0.9
+    assert set(est.features) <= set(FEATURES)
     assert path.stat().st_size < 100_000
 
 
@@ -312,7 +359,8 @@ def test_fit_quality_estimator_writes_a_file_for_its_bundle(tmp_path):
     bundle.write_bytes(b"weights")
     est = fit_quality_estimator(
         bundle, None, QualityData(tmp_path), 0, tmp_path / "work",
-        QualityData(tmp_path, "held"), FitSettings(n_trees=30), build=False,
+        QualityData(tmp_path, "held"), FitSettings(n_trees=30, features=("side_view_dice",)),
+        build=False,
     )  # fmt: skip
     found, note = find_estimator(bundle)
     assert found is not None and note == "model.quality.json"

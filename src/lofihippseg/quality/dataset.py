@@ -169,8 +169,22 @@ def plan(data: QualityData) -> list[dict[str, Any]]:
     return [both[i] for i in order]
 
 
-def _head(case: dict[str, Any], gen, folder: Path) -> tuple[Path, Path]:
-    """Write one synthetic head (image, labels) for ``case``; return their paths."""
+def head_map_index(seed: int, n_maps: int) -> int:
+    """Which of ``n_maps`` label maps the head of ``seed`` is made from: the generator's first
+    draw (``SyntheticGenerator.sample``'s ``params["map_index"]``), so that a table built before
+    rows recorded it can still group its heads by label map.
+
+    Example:
+        >>> 0 <= head_map_index(7, 13) < 13
+        True
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    return int(torch.randint(int(n_maps), (1,), generator=g))
+
+
+def _head(case: dict[str, Any], gen, folder: Path) -> tuple[Path, Path, int]:
+    """Write one synthetic head (image, labels) for ``case``; return their paths and the index
+    of the label map it was made from."""
     g = torch.Generator().manual_seed(case["seed"])
     sample = gen.sample(g)
     img, lab, aff = sample.image.numpy(), sample.label.numpy(), sample.affine
@@ -183,7 +197,7 @@ def _head(case: dict[str, Any], gen, folder: Path) -> tuple[Path, Path]:
     image, label = folder / "image.nii", folder / "label.nii"
     save_scaled_image(img, aff, image)
     save_volume(lab, aff, label, np.uint8)
-    return image, label
+    return image, label, int(sample.params["map_index"])
 
 
 def _crop(case: dict[str, Any], msd: Path, folder: Path) -> tuple[Path, Path]:
@@ -256,7 +270,9 @@ def done_cases(table: Path) -> set[str]:
 
 
 def read_table(table: Path) -> list[dict[str, Any]]:
-    """The rows (one per side) of a table file."""
+    """The rows (one per side) of a table file. A head's row without ``map_index`` (a table
+    built before rows recorded it) gets it from its seed when the folder's ``data.json`` names
+    label maps that are there."""
     rows = []
     for line in Path(table).read_text().splitlines():
         try:
@@ -264,6 +280,16 @@ def read_table(table: Path) -> list[dict[str, Any]]:
         except ValueError:
             continue
         rows.extend(record["sides"])
+    missing = [r for r in rows if r.get("kind") == "head" and "map_index" not in r]
+    spec = Path(table).parent / "data.json"
+    if missing and spec.is_file():
+        data = json.loads(spec.read_text())
+        try:
+            n_maps = len(label_maps(Path(data["maps"]), data["anatomy"]))
+        except (LoFiError, KeyError):
+            return rows
+        for r in missing:
+            r["map_index"] = head_map_index(r["seed"], n_maps)
     return rows
 
 
@@ -310,7 +336,8 @@ def build_table(
                 if contrast not in generators:
                     maps = label_maps(data.maps, data.anatomy)
                     generators[contrast] = SyntheticGenerator(maps, contrast_config(contrast))
-                image_path, label_path = _head(case, generators[contrast], Path(tmp))
+                image_path, label_path, index = _head(case, generators[contrast], Path(tmp))
+                case = {**case, "map_index": index}
             else:
                 image_path, label_path = _crop(case, Path(data.msd), Path(tmp))  # type: ignore[arg-type]
             volume = load_image(image_path)
