@@ -447,3 +447,18 @@ def test_a_scan_read_ahead_fails_in_its_own_case(tmp_path, bundle):
         reader.start(bad)  # never taken: dropped at the end
     np.testing.assert_array_equal(ahead.data, load_image(first).data)
     np.testing.assert_array_equal(now.affine, load_image(last).affine)
+
+
+def test_a_refused_case_after_a_done_one_removes_nothing_of_its_inputs(tmp_path, bundle):
+    """A case refused before it starts (its output would overwrite an input) must not take the
+    previous case's record of what existed for its own: its input stays."""
+    folder = tmp_path / "in"
+    first = write_nifti(folder / "a.nii.gz", head())
+    refused = write_nifti(folder / "x.nii.gz", head())
+    clash = write_nifti(folder / "x_hipp.nii.gz", head())  # x's label map would overwrite it
+    report = predict([first, refused, clash], folder, bundle, PredictSettings(qc=False), False)
+    status = {r.case: r.status for r in report.results}
+    assert status["a"] == "ok" and status["x"] == "failed"
+    assert "refusing to overwrite an input" in report.results[1].message
+    assert clash.is_file() and refused.is_file() and first.is_file()
+    np.testing.assert_array_equal(load_image(clash).data, load_image(refused).data)

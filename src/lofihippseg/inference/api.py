@@ -522,6 +522,7 @@ def predict(
             tqdm(paths_in, desc="predict", unit="case", disable=not progress)
         ):
             case = layout.case_id(path)
+            before: dict[str, tuple[int, int] | None] | None = None  # this case's, not the last
             try:
                 paths = layout.paths(out_dir, case, path)
                 clash = [p for p in paths.values() if p.resolve() in inputs_resolved]
@@ -548,7 +549,7 @@ def predict(
                     )
                 )
             except Exception as exc:  # report the case and go on with the batch
-                if "before" in locals():
+                if before is not None:
                     _remove_written(paths, before)  # a failed case leaves none of its outputs
                 message = failure_message(path, exc, out_dir)
                 log.debug("%s: failed: %s", case, message, exc_info=not isinstance(exc, LoFiError))
