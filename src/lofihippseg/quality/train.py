@@ -346,7 +346,7 @@ def fit_quality_estimator(
     validation: QualityData | None = None,
     settings: FitSettings | None = None,
     threads: int = 1,
-    recompute: bool = True,
+    recompute: bool = False,
     build: bool = True,
 ) -> QualityEstimator:
     """Build the tables, fit, validate and write the estimator of one model bundle.
@@ -362,8 +362,10 @@ def fit_quality_estimator(
         validation: held-back scans (maps 14-16, MSD test crops) to record figures on.
         settings: the trees' hyper-parameters (default ``FitSettings()``).
         threads: CPU threads for predict.
-        recompute: compute the features again from the saved cases (the tables' rows keep
-            those of the code that built them).
+        recompute: compute the features again from the saved cases, after
+            ``quality.features`` changed (the tables' rows keep those of the code that built
+            them, from the maps as predict had them; the saved maps are float16, so recomputed
+            features differ from predict's a little).
         build: predict the cases missing from the tables first (False: fit on the tables as
             they are, e.g. a build cut short).
 
@@ -450,6 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--fit-only", action="store_true", help="fit on the tables as they are (no predicting)"
     )
+    p.add_argument("--recompute", action="store_true", help="features again from the saved cases")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     train = QualityData(a.maps, "train", a.n_heads, a.p_degraded, msd=a.msd, seed=a.seed)
@@ -460,8 +463,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     try:
         est = fit_quality_estimator(
-            a.model, a.out, train, a.seed, a.work, held, threads=a.threads, build=not a.fit_only
-        )
+            a.model, a.out, train, a.seed, a.work, held, threads=a.threads,
+            recompute=a.recompute, build=not a.fit_only,
+        )  # fmt: skip
     except LoFiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
