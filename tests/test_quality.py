@@ -313,6 +313,7 @@ def test_build_table_on_two_real_heads(tmp_path):
     build_table(predictor, data, tmp_path)  # resumes: only the second head is new
     rows = read_table(table)
     assert len(rows) == 4 and all(0 <= r["dice"] <= 1 for r in rows)
+    assert all(0 <= r["map_index"] < 13 for r in rows)  # which map: folds keep it together
 
 
 def test_bids_volumes_table_has_the_quality_columns(tmp_path):
