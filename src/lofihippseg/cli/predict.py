@@ -252,10 +252,17 @@ def command(
 ) -> None:
     """Segment the left and right hippocampus in INPUTS (files, folders or globs).
 
+    What runs with the shipped model: the localiser puts a box around each hippocampus; one
+    pair of networks segments inside the boxes, chosen by the field of view (a head: the t2
+    pair, with its left-right mirror averaged in; a crop narrower than 80 mm: the t1 pair); the
+    refiner re-reads each outline; the result is mapped back onto the input's grid. On a CPU
+    with native bfloat16 the networks run in bfloat16 (--no-amp: float32).
+
     Writes per case CASE_hipp.nii.gz (on the input's grid), a JSON sidecar, a QC picture,
     and a row of volumes.csv (left/right mL, asymmetry index, view agreement Dice, quality
-    status). A failed case prints `error: FILE: problem` and the rest go on; the exit code is
-    0 when no case failed, 1 when some failed, 2 when every case failed.
+    status, predicted Dice and review flag per side). A failed case prints `error: FILE:
+    problem` and the rest go on; the exit code is 0 when no case failed, 1 when some failed,
+    2 when every case failed.
     """
     from lofihippseg.inference.api import PredictSettings, predict
     from lofihippseg.inference.model_loading import load_model
