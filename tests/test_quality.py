@@ -116,6 +116,9 @@ def test_trees_fit_and_round_trip_through_json_exactly(tmp_path):
 def test_isotonic_threshold_and_figures():
     cx, cy = isotonic(np.array([0.0, 1, 2, 3, 4]), np.array([0.0, 0.5, 0.2, 0.8, 0.9]), knots=5)
     assert np.all(np.diff(cy) > 0)  # rises through the pooled pair too: no flat step
+    x = np.arange(6.0)
+    _, cy = isotonic(x, np.array([0.8, 0.8, 0.1, 0.8, 0.8, 0.9]), knots=6)
+    assert cy.min() == pytest.approx(0.8)  # medians: one outlier does not pull the curve down
     pred = np.array([0.3, 0.5, 0.55, 0.8, 0.9])
     dice = np.array([0.2, 0.4, 0.65, 0.85, 0.9])
     t = review_threshold(pred, dice, 1.0)
