@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from lofihippseg.inference.model_loading import DEFAULT_MODEL
+from lofihippseg.preprocessing.crop import CROP_MAX_WIDTH_MM
 from lofihippseg.quality.estimator import QualityEstimator, estimator_path
 from lofihippseg.quality.features import case_features
 from lofihippseg.quality.train import GOOD, LOW, figures, load_rows, matrix, reliability
@@ -60,12 +61,16 @@ def _fmt(f: dict) -> str:
     return ", ".join(parts)
 
 
-def case_geometry(work: Path) -> dict[str, tuple[tuple[int, ...], tuple[float, ...]]]:
-    """(shape, spacing) of each saved case (for the per-side rules)."""
+def case_geometry(work: Path) -> dict[str, tuple[tuple[int, ...], tuple[float, ...], bool]]:
+    """(shape, spacing, whether predict ran it as a crop) of each saved case (for the per-side
+    rules; tables older than ``info["crop"]`` have the field of view it was decided on)."""
     out = {}
     for path in sorted((work / "cases").glob("*.npz")):
         with np.load(path) as z:
-            out[path.stem] = (tuple(int(n) for n in z["volume_shape"]), tuple(z["spacing"]))
+            info = json.loads(str(z["info"]))
+            width = info.get("field_of_view_lr_mm", float("inf"))
+            crop = bool(info.get("crop", width < CROP_MAX_WIDTH_MM))
+            out[path.stem] = (tuple(int(n) for n in z["volume_shape"]), tuple(z["spacing"]), crop)
     return out
 
 
@@ -80,11 +85,11 @@ def rule_flags(rows: list[dict], geometry: dict) -> tuple[np.ndarray, np.ndarray
         vols[r["case"]].setdefault(other, max((r["vol_ml"] + 0.05) / ratio - 0.05, 0.0))
     rules, old = [], []
     for r in rows:
-        shape, spacing = geometry.get(r["case"], ((160, 192, 176), (1.0, 1.0, 1.0)))
+        shape, spacing, crop = geometry.get(r["case"], ((160, 192, 176), (1.0, 1.0, 1.0), False))
         v = vols[r["case"]]
-        reasons = side_review_reasons(v["left"], v["right"], shape, spacing)
+        reasons = side_review_reasons(v["left"], v["right"], shape, spacing, crop=crop)
         rules.append(bool(reasons[r["side"]]))
-        status = case_status(v["left"], v["right"], r["view_dice"], shape, spacing, BEFORE)
+        status = case_status(v["left"], v["right"], r["view_dice"], shape, spacing, BEFORE, crop)
         old.append(status.status != "ok")
     return np.array(rules), np.array(old)
 

@@ -430,8 +430,9 @@ def _write_case(
         written["uncertainty"] = str(paths["uncertainty"])
     row = volume_row(case, pred.labels, volume.voxel_volume_ml, pred.view_dice)
     quality = case_status(
-        row["left_ml"], row["right_ml"], pred.view_dice, volume.data.shape, volume.spacing
-    )
+        row["left_ml"], row["right_ml"], pred.view_dice, volume.data.shape, volume.spacing,
+        crop=bool(pred.info.get("crop")),
+    )  # fmt: skip
     row.update(status=quality.status, status_reason=quality.reason)
     row["contrast_family"] = pred.info.get("contrast_family") or ""
     # per side: predicted Dice (the model's quality estimator, if fitted for it) and review

@@ -24,11 +24,8 @@ from lofihippseg.inference.model_loading import LoadedModel
 from lofihippseg.inference.settings import DEFAULT_EDGE_WEIGHT, PredictSettings, resolve_device
 from lofihippseg.inference.sliding_window import check_roi_size
 from lofihippseg.models.precision import cpu_bfloat16_native
+from lofihippseg.preprocessing.crop import CROP_MAX_WIDTH_MM  # noqa: F401 (the plan's rule)
 
-# a scan whose non-zero field of view is narrower than this from left to right cannot hold
-# both hippocampi (their centres lie ~60 mm apart): a crop around one of them, such as the
-# MSD crops, goes to the model's ``crop`` family
-CROP_MAX_WIDTH_MM = 80.0
 FAMILY_RULES = ("field_of_view", "agreement", "fixed")
 
 

@@ -262,7 +262,8 @@ class Predictor:
             family = plan.head_family
             head = self._prepared(volume, family, prepared, watch)
             width_mm = (head.box[0].stop - head.box[0].start) * volume.spacing[0]
-            if width_mm < CROP_MAX_WIDTH_MM:
+            info["crop"] = bool(width_mm < CROP_MAX_WIDTH_MM)  # one hippocampus in it
+            if info["crop"]:
                 family = plan.crop_family
             info["field_of_view_lr_mm"] = round(float(width_mm), 1)
         return self._run_pair(volume, family, prepared, watch, self._flips(family))

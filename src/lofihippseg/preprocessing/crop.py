@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+# a scan (or a head within it) narrower than this from left to right cannot hold both
+# hippocampi (their centres lie ~60 mm apart): it is a crop around one of them, such as the
+# MSD crops; predict runs the model's crop family on it and expects one hippocampus in it
+CROP_MAX_WIDTH_MM = 80.0
+
 Box = tuple[slice, slice, slice]
 
 

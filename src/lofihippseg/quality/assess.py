@@ -3,7 +3,8 @@
 A side goes to review when the estimator fitted for the model predicts a Dice below its review
 threshold, or when a rule of ``reporting.status.side_review_reasons`` says so (empty, outside the
 plausible range, more than twice the other side, an implausible scan). Without an estimator the
-predicted Dice is ``None`` ("no estimator") and the rules alone decide.
+predicted Dice is ``None`` ("no estimator") and the rules alone decide. The side a crop around
+one hippocampus does not hold is ``absent``: no estimate, no review.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from lofihippseg.quality.estimator import QualityEstimator, round_or_none
 from lofihippseg.quality.features import SIDES, as_vector, prediction_features
-from lofihippseg.reporting.status import StatusRules, side_review_reasons
+from lofihippseg.reporting.status import StatusRules, absent_side, side_review_reasons
 
 
 def side_quality(
@@ -28,6 +29,7 @@ def side_quality(
     estimator: QualityEstimator | None,
     note: str,
     rules: StatusRules | None = None,
+    crop: bool = False,
 ) -> dict[str, Any]:
     """The sidecar's ``quality`` block.
 
@@ -40,6 +42,7 @@ def side_quality(
         estimator: the model's estimator, or None.
         note: the estimator's file name, or why there is none (``find_estimator``).
         rules: the per-side rules' thresholds (default ``StatusRules()``).
+        crop: predict ran the scan as a crop around one hippocampus (``reporting.status``).
 
     Returns:
         ``{"estimator": note, "review_below": t or None, "left": {"predicted_dice", "review",
@@ -50,7 +53,7 @@ def side_quality(
         >>> q["left"]["predicted_dice"], q["left"]["review"]
         (None, True)
     """
-    reasons = side_review_reasons(left_ml, right_ml, shape, spacing, rules or StatusRules())
+    reasons = side_review_reasons(left_ml, right_ml, shape, spacing, rules or StatusRules(), crop)
     out: dict[str, Any] = {
         "estimator": note,
         "review_below": None if estimator is None else round(estimator.review_below, 3),
@@ -63,7 +66,11 @@ def side_quality(
     if estimator is not None and features is not None:
         rows = np.stack([as_vector(features[side], estimator.features) for side in SIDES])
         dice_of = dict(zip(SIDES, map(round_or_none, estimator.predict_rows(rows)), strict=True))
+    absent = absent_side(left_ml, right_ml, crop)  # the side a crop does not hold
     for side in SIDES:
+        if side == absent:  # nothing to estimate or review: the crop does not hold it
+            out[side] = {"predicted_dice": None, "review": False, "reasons": [], "absent": True}
+            continue
         dice = dice_of[side]
         side_reasons = list(reasons[side])
         if dice is not None and estimator is not None and dice < estimator.review_below:
@@ -90,5 +97,8 @@ def assess_prediction(
     features = None
     if estimator is not None:
         features = prediction_features(data, spacing, pred, threshold)
-    quality = side_quality(features, left_ml, right_ml, data.shape, spacing, estimator, note)
+    crop = bool(getattr(pred, "info", {}).get("crop"))
+    quality = side_quality(
+        features, left_ml, right_ml, data.shape, spacing, estimator, note, crop=crop
+    )
     return quality, time.perf_counter() - t

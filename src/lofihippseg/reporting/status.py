@@ -20,6 +20,14 @@ A case that could not be segmented at all is ``failed`` (written by ``predict``,
 block (``quality.assess``): a side goes to review when it is empty, outside the plausible range,
 more than twice the other side or under half of it (both sides: either outline may be the
 wrong one), or when the scan itself is implausible.
+
+A **crop** (a scan ``predict`` ran as one: narrower than ``CROP_MAX_WIDTH_MM`` from left to
+right, so it cannot hold both hippocampi, e.g. the MSD crops; it went to the model's crop
+family, ``Prediction.info["crop"]``) holds one hippocampus, under either label: its small field
+of view is not a problem (down to ``StatusRules.min_crop_fov_mm``),
+the side it does not hold is not ``empty`` (:func:`absent_side`; nothing is estimated for it),
+there is no asymmetry to judge, and the plausible range applies to the one hippocampus (both
+labels together). A second label in a crop is flagged for review.
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ class StatusRules:
 
     Attributes:
         min_fov_mm: smallest field of view along any axis (both hippocampi must fit).
+        min_crop_fov_mm: smallest field of view of a crop along any axis (one hippocampus,
+            about 40 x 15 x 20 mm, must fit; the MSD crops are 30 mm or more).
         max_fov_mm: largest field of view along any axis (larger is not a head scan).
         max_voxel_mm: largest voxel side.
         max_anisotropy: largest ratio of the longest to the shortest voxel side.
@@ -56,6 +66,7 @@ class StatusRules:
     """
 
     min_fov_mm: float = 60.0
+    min_crop_fov_mm: float = 25.0
     max_fov_mm: float = 320.0
     max_voxel_mm: float = 5.0
     max_anisotropy: float = 4.0
@@ -79,8 +90,24 @@ class CaseStatus:
         return "; ".join(self.reasons)
 
 
+def absent_side(left_ml: float, right_ml: float, crop: bool) -> str | None:
+    """The side a crop does not hold (the label it has none of, when it has the other), else
+    None (a head, or a crop with both labels or none).
+
+    Example:
+        >>> absent_side(0.0, 3.1, crop=True), absent_side(0.0, 3.1, crop=False)
+        ('left', None)
+    """
+    if not crop or (left_ml > 0) == (right_ml > 0):
+        return None
+    return "left" if left_ml <= 0 else "right"
+
+
 def input_problems(
-    shape: Sequence[int], spacing: Sequence[float], rules: StatusRules = StatusRules()
+    shape: Sequence[int],
+    spacing: Sequence[float],
+    rules: StatusRules = StatusRules(),
+    crop: bool = False,
 ) -> list[str]:
     """Why a scan's geometry is implausible for this tool (empty list when it is fine).
 
@@ -95,10 +122,9 @@ def input_problems(
     fov_text = " x ".join(f"{v:.0f}" for v in fov)
     vox_text = " x ".join(f"{v:.3g}" for v in spacing)
     problems = []
-    if min(fov) < rules.min_fov_mm:
-        problems.append(
-            f"field of view {fov_text} mm is under {rules.min_fov_mm:.0f} mm along an axis"
-        )
+    smallest = rules.min_crop_fov_mm if crop else rules.min_fov_mm  # a crop is small by design
+    if min(fov) < smallest:
+        problems.append(f"field of view {fov_text} mm is under {smallest:.0f} mm along an axis")
     if max(fov) > rules.max_fov_mm:
         problems.append(
             f"field of view {fov_text} mm is over {rules.max_fov_mm:.0f} mm along an axis "
@@ -122,6 +148,7 @@ def case_status(
     shape: Sequence[int],
     spacing: Sequence[float],
     rules: StatusRules = StatusRules(),
+    crop: bool = False,
 ) -> CaseStatus:
     """The quality status of one segmented case (rules in the module docstring).
 
@@ -132,6 +159,7 @@ def case_status(
         shape: the scan's voxel grid.
         spacing: the scan's voxel sizes (mm).
         rules: the thresholds.
+        crop: predict ran the scan as a crop around one hippocampus (module docstring).
 
     Example:
         >>> case_status(3.1, 3.3, 0.8, (160, 192, 176), (1.0, 1.0, 1.0)).status
@@ -141,15 +169,19 @@ def case_status(
         ('empty', 'left hippocampus not found')
     """
     found: dict[str, list[str]] = {name: [] for name in SEVERITY}
-    found[IMPLAUSIBLE_INPUT] = input_problems(shape, spacing, rules)
-    for side, ml in (("left", left_ml), ("right", right_ml)):
+    found[IMPLAUSIBLE_INPUT] = input_problems(shape, spacing, rules, crop)
+    if crop:  # one hippocampus, under either label: judged as one, no sides to compare
+        sides: tuple[tuple[str, float], ...] = (("hippocampus", left_ml + right_ml),)
+    else:
+        sides = (("left", left_ml), ("right", right_ml))
+    for side, ml in sides:
         if ml <= 0:
-            found[EMPTY].append(f"{side} hippocampus not found")
+            found[EMPTY].append(f"{side} not found" if crop else f"{side} hippocampus not found")
         elif not rules.min_side_ml <= ml <= rules.max_side_ml:
             found[IMPLAUSIBLE_VOLUME].append(
                 f"{side} volume {ml:.3g} mL outside {rules.min_side_ml:g}-{rules.max_side_ml:g} mL"
             )
-    ratio = asymmetry_reason(left_ml, right_ml, rules)
+    ratio = "" if crop else asymmetry_reason(left_ml, right_ml, rules)
     if ratio:
         found[ASYMMETRIC].append(ratio)
     if view_dice is not None and not math.isnan(view_dice) and view_dice < rules.min_view_dice:
@@ -189,6 +221,7 @@ def side_review_reasons(
     shape: Sequence[int],
     spacing: Sequence[float],
     rules: StatusRules = StatusRules(),
+    crop: bool = False,
 ) -> dict[str, list[str]]:
     """Per side, the rules that send it to review (module docstring); empty lists when none.
 
@@ -198,7 +231,9 @@ def side_review_reasons(
         >>> side_review_reasons(0.0, 3.0, (160, 192, 176), (1.0, 1.0, 1.0))["left"]
         ['not found']
     """
-    scan = [f"scan: {p}" for p in input_problems(shape, spacing, rules)]
+    scan = [f"scan: {p}" for p in input_problems(shape, spacing, rules, crop)]
+    if crop:
+        return _crop_review_reasons(left_ml, right_ml, scan, rules)
     ratio = asymmetry_reason(left_ml, right_ml, rules)
     out: dict[str, list[str]] = {}
     for side, ml in (("left", left_ml), ("right", right_ml)):
@@ -212,4 +247,24 @@ def side_review_reasons(
         if ratio:
             reasons.append(ratio)
         out[side] = reasons
+    return out
+
+
+def _crop_review_reasons(
+    left_ml: float, right_ml: float, scan: list[str], rules: StatusRules
+) -> dict[str, list[str]]:
+    """:func:`side_review_reasons` of a crop: the larger label is its hippocampus (judged on
+    both labels' volume); a second label goes to review; the side it does not hold, none."""
+    held, other = ("left", "right") if left_ml >= right_ml else ("right", "left")
+    total = left_ml + right_ml
+    reasons = list(scan)
+    if total <= 0:
+        reasons.append("not found")
+    elif not rules.min_side_ml <= total <= rules.max_side_ml:
+        reasons.append(
+            f"volume {total:.3g} mL outside {rules.min_side_ml:g}-{rules.max_side_ml:g} mL"
+        )
+    out = {held: reasons, other: list(reasons) if total <= 0 else []}
+    if min(left_ml, right_ml) > 0:
+        out[other] = [*scan, "a crop holds one hippocampus: a second label beside it"]
     return out
