@@ -126,3 +126,14 @@ def test_probability_maps_combine_in_the_union_of_their_boxes():
     mean = average([a, b])
     assert mean.data[0, :, 0, 0].tolist() == pytest.approx([0.4, 0.6, 0.2])
     assert mean.full((4, 1, 1))[0, :, 0, 0].tolist() == pytest.approx([0.4, 0.6, 0.2, 0.0])
+
+
+def test_the_mirror_pass_records_how_far_scan_and_mirror_agree_per_side(tmp_path):
+    model, _, _ = ruled_model()
+    model.tta, model.tta_families = True, ("t2",)
+    predictor = Predictor(model, PredictSettings(**CPU))
+    head = predictor.predict_volume(scan(tmp_path, 160.0))
+    agreement = head.info["mirror_dice"]  # the mirror ran: a Dice per side, from its batch
+    assert set(agreement) == {"left", "right"}
+    assert all(v is None or 0.0 <= v <= 1.0 for v in agreement.values())
+    assert "mirror_dice" not in predictor.predict_volume(scan(tmp_path, 40.0)).info  # a crop

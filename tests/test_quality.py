@@ -77,11 +77,17 @@ def test_features_follow_the_views_disagreement_and_need_no_info():
         assert apart[side]["view_mad"] > 0.3
         # no info keys: neutral values
         assert same[side]["family_gap"] == 0.0 and same[side]["refiner_change"] == 0.0
+        assert same[side]["mirror_dice"] == -1.0  # the mirror did not run
     assert same["left"]["x_separation_mm"] == 12.0
-    info = {"family_view_agreement": {"t1": 0.8, "t2": 0.6}, "refiner_change": {"left": 32}}
+    info = {
+        "family_view_agreement": {"t1": 0.8, "t2": 0.6},
+        "refiner_change": {"left": 32},
+        "mirror_dice": {"left": 0.9, "right": None},
+    }
     with_info = case_features(image, lab, p, p, p, BOX, (1, 1, 1), 1.0, info)
     assert with_info["left"]["family_gap"] == pytest.approx(0.2)
     assert with_info["left"]["refiner_change"] == pytest.approx(0.5)  # 32 of 64 voxels
+    assert with_info["left"]["mirror_dice"] == 0.9 and with_info["right"]["mirror_dice"] == 0.0
 
 
 def test_features_see_a_side_cut_by_the_field_of_view():

@@ -49,7 +49,12 @@ from lofihippseg.inference.probmap import ProbMap, aligned, average
 from lofihippseg.inference.refiner import Refiner, refine_window
 from lofihippseg.inference.settings import PredictSettings
 from lofihippseg.inference.sliding_window import network_probabilities, use_sliding, whole_volume
-from lofihippseg.inference.tta import DEFAULT_FLIPS, swap_mirrored, tta_probabilities
+from lofihippseg.inference.tta import (
+    DEFAULT_FLIPS,
+    MirrorAgreement,
+    swap_mirrored,
+    tta_probabilities,
+)
 from lofihippseg.io.nifti import Volume
 from lofihippseg.models.fold import fold_batch_norm
 from lofihippseg.models.onednn import prefer_onednn
@@ -413,8 +418,11 @@ class Predictor:
                 break
             if len(boxes) == 2:  # both sides in one batch
                 boxes = roi_mod.equal_size(boxes, views[0].shape)
-            run = functools.partial(self._run, flips=flips)
+            agreement = MirrorAgreement()
+            run = functools.partial(self._run, flips=flips, agreement=agreement)
             maps = roi_mod.roi_probabilities(run, nets, views, boxes)
+            if agreement.dice() is not None:
+                info["mirror_dice"] = agreement.dice()
             masks = fuse_probabilities(maps[0], maps[1], self.plan.fusion) > self.plan.threshold
             problem = roi_mod.box_problem(masks, boxes)
             if problem != roi_mod.REACHED_FACE:
@@ -429,18 +437,26 @@ class Predictor:
             boxes = regrown
             info["roi_regrown"] = True
         pairs = zip(nets, views, strict=True)
-        return [self._run(net, view[None], flips)[0].numpy() for net, view in pairs]
+        agreement = MirrorAgreement()
+        maps = [self._run(net, view[None], flips, agreement)[0].numpy() for net, view in pairs]
+        if agreement.dice() is not None:
+            info["mirror_dice"] = agreement.dice()
+        return maps
 
     def _flips(self, family: str | None) -> tuple[tuple[int, ...], ...]:
         """The images ``family``'s pair sees: the scan, and its mirror where the plan says."""
         return DEFAULT_FLIPS if family in self.plan.tta else IDENTITY
 
     def _run(
-        self, net: torch.nn.Module, volumes: torch.Tensor, flips: tuple[tuple[int, ...], ...]
+        self,
+        net: torch.nn.Module,
+        volumes: torch.Tensor,
+        flips: tuple[tuple[int, ...], ...],
+        agreement: MirrorAgreement | None = None,
     ) -> torch.Tensor:
         """Probabilities (B, 2, ...) of one network on a batch of (D, H, W) volumes, on the
         CPU, averaged over ``flips`` (the mirror image's with the sides swapped back); the
-        scan and its mirror run as one batch."""
+        scan and its mirror run as one batch, and ``agreement`` counts how far they agree."""
         plan = self.plan
         sliding = use_sliding(volumes.shape[-3:], plan.sliding_window, self.spec.n_filters)
         if sliding:  # large volumes: one at a time, in windows
@@ -462,7 +478,10 @@ class Predictor:
             return swap_mirrored(probs)
         if mirror:
             n = len(volumes)
-            return (probs[:n] + swap_mirrored(probs[n:])) / 2
+            scan, mirrored = probs[:n], swap_mirrored(probs[n:])
+            if agreement is not None:
+                agreement.add(scan, mirrored, plan.threshold)
+            return (scan + mirrored) / 2
         return probs
 
     def _coarse(self, net: torch.nn.Module, volume: torch.Tensor) -> torch.Tensor:

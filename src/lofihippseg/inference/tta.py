@@ -73,3 +73,41 @@ def swap_mirrored(probs: torch.Tensor) -> torch.Tensor:
         (1.0, 0.0)
     """
     return torch.flip(probs, dims=[2]).flip(1)
+
+
+class MirrorAgreement:
+    """How far the scan's and its mirror image's segmentations agree, per side: the Dice of
+    the two masks (threshold 0.5) summed over every batch of both networks, a free by-product
+    of the mirror average (agreement of repeated predictions, as Bayesian QuickNAT reads it).
+
+    Example:
+        >>> agree = MirrorAgreement()
+        >>> scan = torch.zeros(1, 2, 4, 1, 1); scan[0, 0, :2] = 1; scan[0, 1, 3] = 1
+        >>> mirror = scan.clone(); mirror[0, 0, 1] = 0  # one left voxel fewer
+        >>> agree.add(scan, mirror)
+        >>> agree.dice()
+        {'left': 0.6667, 'right': 1.0}
+    """
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.overlap = torch.zeros(2, dtype=torch.float64)
+        self.total = torch.zeros(2, dtype=torch.float64)
+
+    def add(self, scan: torch.Tensor, mirror: torch.Tensor, threshold: float = 0.5) -> None:
+        """Count one batch: (B, 2, ...) probabilities of the scan and of its mirror (sides
+        already swapped back)."""
+        a, b = scan > threshold, mirror > threshold
+        dims = (0, *range(2, scan.dim()))
+        self.overlap += (a & b).sum(dim=dims).double()
+        self.total += (a.sum(dim=dims) + b.sum(dim=dims)).double()
+        self.batches += 1
+
+    def dice(self) -> dict[str, float | None] | None:
+        """Per side the Dice (None where neither found the side); None before any batch."""
+        if not self.batches:
+            return None
+        return {
+            side: round(float(2 * self.overlap[c] / self.total[c]), 4) if self.total[c] else None
+            for c, side in enumerate(("left", "right"))
+        }

@@ -25,7 +25,9 @@ Per side (label 1 = left, channel 0; label 2 = right, channel 1):
 - ``view_dice`` (both sides, ``Prediction.view_dice``), ``family_best`` and ``family_gap``
   (``info["family_view_agreement"]``: the best pair's agreement and its lead on the next; 0 with
   one pair), ``refiner_change`` (``info["refiner_change"]``, labelled voxels changed / labelled,
-  0 without a refiner).
+  0 without a refiner), ``mirror_dice`` (``info["mirror_dice"]``: the Dice of the scan's and
+  its mirror image's segmentations of this side, both networks; 0 where neither found it, -1
+  where the mirror did not run, as for crops).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ FEATURES = (
     "family_best",
     "family_gap",
     "refiner_change",
+    "mirror_dice",
 )
 
 
@@ -98,6 +101,13 @@ def _refiner_change(info: Mapping[str, Any], side: str, n_label: int) -> float:
     if not isinstance(change, Mapping):
         return 0.0
     return abs(_finite(change.get(side))) / max(n_label, 1)
+
+
+def _mirror_dice(info: Mapping[str, Any], side: str) -> float:
+    agreement = info.get("mirror_dice")
+    if not isinstance(agreement, Mapping):
+        return -1.0  # the mirror did not run
+    return _finite(agreement.get(side), 0.0)
 
 
 def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
@@ -235,6 +245,7 @@ def case_features(
             "family_best": family_best,
             "family_gap": family_gap,
             "refiner_change": _refiner_change(info, side, n_label),
+            "mirror_dice": _mirror_dice(info, side),
         }
     return out
 
