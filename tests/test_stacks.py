@@ -342,3 +342,13 @@ def test_bids_groups_a_sessions_stacks(files, tmp_path, capsys):
         return
     for path in [dseg, *(out / "sub-01/ses-1/anat").glob("*space-orig*")]:
         assert _matches_derivative_rule(schema, path.relative_to(out).as_posix()), path
+
+
+def test_a_registration_is_the_same_every_run(files):
+    """The metric's sample has a fixed seed (SimpleITK's seed 0 means the wall clock)."""
+    settings = RegisterSettings()
+    assert settings.seed >= 1
+    fixed = prepare_fixed(load_image(files[0]), settings)
+    runs = [register_stack(fixed, load_image(files[1]), settings) for _ in range(2)]
+    assert runs[0].quality == runs[1].quality
+    np.testing.assert_array_equal(runs[0].transform, runs[1].transform)
