@@ -47,6 +47,19 @@ def test_the_plan_uses_bfloat16_only_on_a_native_cpu_and_never_for_the_released_
     assert plan_mod._precision(True, cpu) == "float32"
 
 
+def test_plain_avx512_without_bfloat16_instructions_stays_float32(monkeypatch):
+    from lofihippseg.models import precision
+
+    monkeypatch.setattr(precision.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512bw"})
+    assert not cpu_bfloat16_native()  # oneDNN would emulate it
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert cpu_bfloat16_native()
+    monkeypatch.setattr(precision, "_cpu_flags", set)  # flags unreadable: float32
+    assert not cpu_bfloat16_native()
+
+
 @native
 def test_a_bfloat16_copy_computes_nearly_the_same_and_leaves_the_original_alone():
     torch.manual_seed(0)

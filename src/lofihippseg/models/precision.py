@@ -11,19 +11,40 @@ would be emulated (slower), so :func:`cpu_bfloat16_native` decides.
 from __future__ import annotations
 
 import copy
+import platform
 
 import torch
 from torch import nn
 
+X86 = ("x86_64", "amd64", "i386", "i686")
+BF16_FLAGS = {"avx512_bf16", "amx_bf16"}  # /proc/cpuinfo's names of the native instructions
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
 
 def cpu_bfloat16_native() -> bool:
-    """Whether this CPU computes bfloat16 convolutions natively (oneDNN's own test)."""
+    """Whether this CPU computes bfloat16 convolutions natively: oneDNN's test (which on x86
+    also passes for plain AVX-512, where bfloat16 is emulated, no faster than float32) and, on
+    x86, the AVX-512 BF16 or AMX instructions themselves (float32 where they cannot be read)."""
     try:
-        return bool(
+        supported = bool(
             torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
         )
     except (AttributeError, RuntimeError):  # a build without the test: assume not
         return False
+    if supported and platform.machine().lower() in X86:
+        return bool(_cpu_flags() & BF16_FLAGS)
+    return supported  # Arm: oneDNN's test is of the BF16 extension itself
 
 
 class AtPrecision(nn.Module):
