@@ -12,12 +12,13 @@ from test_predict import synthetic_head
 
 from lofihippseg.errors import LoFiError
 from lofihippseg.inference.model_loading import load_model
-from lofihippseg.inference.plan import CROP_MAX_WIDTH_MM, make_plan
+from lofihippseg.inference.plan import make_plan
 from lofihippseg.inference.predictor import Predictor
 from lofihippseg.inference.probmap import ProbMap, average, union_box
 from lofihippseg.inference.settings import PredictSettings
 from lofihippseg.io.nifti import load_image
 from lofihippseg.models.registry import ModelSpec, build_vnet, bundle_dict
+from lofihippseg.preprocessing.crop import CROP_MAX_WIDTH_MM
 
 CPU = {"device": "cpu", "roi": "off"}
 

@@ -24,7 +24,6 @@ from lofihippseg.inference.model_loading import LoadedModel
 from lofihippseg.inference.settings import DEFAULT_EDGE_WEIGHT, PredictSettings, resolve_device
 from lofihippseg.inference.sliding_window import check_roi_size
 from lofihippseg.models.precision import cpu_bfloat16_native
-from lofihippseg.preprocessing.crop import CROP_MAX_WIDTH_MM  # noqa: F401 (the plan's rule)
 
 FAMILY_RULES = ("field_of_view", "agreement", "fixed")
 
@@ -39,9 +38,10 @@ class InferencePlan:
         overlap_rule: who gets a voxel both sides claim (``inference.fusion``).
         threshold: a side is on where its fused probability is above this.
         family_rule: how the pair of networks is chosen: ``field_of_view`` (a head goes to
-            ``head_family``, a crop narrower than ``CROP_MAX_WIDTH_MM`` to ``crop_family``: one
-            pair runs), ``agreement`` (every pair runs, the one whose views agree best is kept:
-            v12's rule) or ``fixed`` (the one pair named, or the model's only pair).
+            ``head_family``, a crop narrower than ``preprocessing.crop.CROP_MAX_WIDTH_MM`` to
+            ``crop_family``: one pair runs), ``agreement`` (every pair runs, the one whose
+            views agree best is kept: v12's rule) or ``fixed`` (the one pair named, or the
+            model's only pair).
         families: the pairs that may run (the chosen one for ``fixed``).
         head_family: the pair for heads (``field_of_view``).
         crop_family: the pair for crops (``field_of_view``).

@@ -43,7 +43,7 @@ from lofihippseg.inference.fusion import (
     view_agreement_dice,
 )
 from lofihippseg.inference.model_loading import LoadedModel
-from lofihippseg.inference.plan import CROP_MAX_WIDTH_MM, InferencePlan, make_plan
+from lofihippseg.inference.plan import InferencePlan, make_plan
 from lofihippseg.inference.postprocess import keep_largest_per_side
 from lofihippseg.inference.probmap import ProbMap, aligned, average
 from lofihippseg.inference.refiner import Refiner, refine_window
@@ -59,7 +59,7 @@ from lofihippseg.io.nifti import Volume
 from lofihippseg.models.fold import fold_batch_norm
 from lofihippseg.models.onednn import prefer_onednn
 from lofihippseg.models.precision import at_precision
-from lofihippseg.preprocessing.crop import Box
+from lofihippseg.preprocessing.crop import CROP_MAX_WIDTH_MM, Box
 from lofihippseg.preprocessing.prepare import crop_and_normalise
 from lofihippseg.preprocessing.resample import resize, working_grid
 from lofihippseg.views.frequency import frequency_view
@@ -421,8 +421,8 @@ class Predictor:
             agreement = MirrorAgreement()
             run = functools.partial(self._run, flips=flips, agreement=agreement)
             maps = roi_mod.roi_probabilities(run, nets, views, boxes)
-            if agreement.dice() is not None:
-                info["mirror_dice"] = agreement.dice()
+            if (mirror_dice := agreement.dice()) is not None:
+                info["mirror_dice"] = mirror_dice
             masks = fuse_probabilities(maps[0], maps[1], self.plan.fusion) > self.plan.threshold
             problem = roi_mod.box_problem(masks, boxes)
             if problem != roi_mod.REACHED_FACE:
@@ -439,8 +439,8 @@ class Predictor:
         pairs = zip(nets, views, strict=True)
         agreement = MirrorAgreement()
         maps = [self._run(net, view[None], flips, agreement)[0].numpy() for net, view in pairs]
-        if agreement.dice() is not None:
-            info["mirror_dice"] = agreement.dice()
+        if (mirror_dice := agreement.dice()) is not None:
+            info["mirror_dice"] = mirror_dice
         return maps
 
     def _flips(self, family: str | None) -> tuple[tuple[int, ...], ...]:

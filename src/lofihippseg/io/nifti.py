@@ -180,9 +180,9 @@ def _load_raw(
             "told apart; convert the original scan to NIfTI (e.g. `dcm2niix` from the DICOMs) "
             "or set its orientation (e.g. `fslorient`/`fslswapdim`, 3D Slicer) and save .nii.gz",
         )
-    if np.dtype(img.get_data_dtype()).kind == "c":
-        raise InputError(path, "complex-valued image; give a magnitude image")
     stored = np.dtype(img.get_data_dtype())
+    if stored.kind == "c":
+        raise InputError(path, "complex-valued image; give a magnitude image")
     dtype = np.float32 if as_float32 and stored.itemsize < 8 else None
     try:
         array = np.asanyarray(img.dataobj, dtype=dtype)

@@ -177,10 +177,8 @@ def case_status(
     for side, ml in sides:
         if ml <= 0:
             found[EMPTY].append(f"{side} not found" if crop else f"{side} hippocampus not found")
-        elif not rules.min_side_ml <= ml <= rules.max_side_ml:
-            found[IMPLAUSIBLE_VOLUME].append(
-                f"{side} volume {ml:.3g} mL outside {rules.min_side_ml:g}-{rules.max_side_ml:g} mL"
-            )
+        elif problem := _volume_problem(ml, rules):
+            found[IMPLAUSIBLE_VOLUME].append(f"{side} {problem}")
     ratio = "" if crop else asymmetry_reason(left_ml, right_ml, rules)
     if ratio:
         found[ASYMMETRIC].append(ratio)
@@ -237,17 +235,23 @@ def side_review_reasons(
     ratio = asymmetry_reason(left_ml, right_ml, rules)
     out: dict[str, list[str]] = {}
     for side, ml in (("left", left_ml), ("right", right_ml)):
-        reasons = list(scan)
-        if ml <= 0:
-            reasons.append("not found")
-        elif not rules.min_side_ml <= ml <= rules.max_side_ml:
-            reasons.append(
-                f"volume {ml:.3g} mL outside {rules.min_side_ml:g}-{rules.max_side_ml:g} mL"
-            )
-        if ratio:
-            reasons.append(ratio)
-        out[side] = reasons
+        out[side] = [*scan, *_volume_reasons(ml, rules), *([ratio] if ratio else [])]
     return out
+
+
+def _volume_problem(ml: float, rules: StatusRules) -> str:
+    """Why a found hippocampus's volume is implausible, or ''."""
+    if rules.min_side_ml <= ml <= rules.max_side_ml:
+        return ""
+    return f"volume {ml:.3g} mL outside {rules.min_side_ml:g}-{rules.max_side_ml:g} mL"
+
+
+def _volume_reasons(ml: float, rules: StatusRules) -> list[str]:
+    """The review reasons of one hippocampus's volume: not found, or implausible."""
+    if ml <= 0:
+        return ["not found"]
+    problem = _volume_problem(ml, rules)
+    return [problem] if problem else []
 
 
 def _crop_review_reasons(
@@ -257,13 +261,7 @@ def _crop_review_reasons(
     both labels' volume); a second label goes to review; the side it does not hold, none."""
     held, other = ("left", "right") if left_ml >= right_ml else ("right", "left")
     total = left_ml + right_ml
-    reasons = list(scan)
-    if total <= 0:
-        reasons.append("not found")
-    elif not rules.min_side_ml <= total <= rules.max_side_ml:
-        reasons.append(
-            f"volume {total:.3g} mL outside {rules.min_side_ml:g}-{rules.max_side_ml:g} mL"
-        )
+    reasons = [*scan, *_volume_reasons(total, rules)]
     out = {held: reasons, other: list(reasons) if total <= 0 else []}
     if min(left_ml, right_ml) > 0:
         out[other] = [*scan, "a crop holds one hippocampus: a second label beside it"]
