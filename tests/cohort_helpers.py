@@ -13,7 +13,7 @@ from lofihippseg.inference.api import PredictSettings
 from lofihippseg.inference.model_loading import LoadedModel
 from lofihippseg.models.registry import ModelSpec
 
-AFFINE = np.diag([3.0, 3.0, 3.0, 1.0])  # 72 x 72 x 60 mm: a plausible field of view
+AFFINE = np.diag([4.0, 3.0, 3.0, 1.0])  # 96 x 72 x 60 mm: wide enough for a head (not a crop)
 
 
 class BrightNet(torch.nn.Module):

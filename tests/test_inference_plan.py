@@ -68,6 +68,17 @@ def test_agreement_reproduces_v12s_rule_and_a_name_forces_a_pair(tmp_path):
     assert forced.info["contrast_family"] == "t1" and forced.info["family_rule"] == "fixed"
 
 
+@pytest.mark.parametrize("family", ["agreement", "t1", "auto"])
+def test_every_rule_records_whether_the_scan_is_a_crop(tmp_path, family):
+    """The review rules judge a crop as one hippocampus whichever pair ran (``info["crop"]``)."""
+    model, *_ = ruled_model()
+    predictor = Predictor(model, PredictSettings(**CPU, family=family))
+    head = predictor.predict_volume(scan(tmp_path, 160.0))
+    crop = predictor.predict_volume(scan(tmp_path, 40.0))
+    assert head.info["crop"] is False and head.info["field_of_view_lr_mm"] > CROP_MAX_WIDTH_MM
+    assert crop.info["crop"] is True and crop.info["field_of_view_lr_mm"] < CROP_MAX_WIDTH_MM
+
+
 def test_the_plan_resolves_every_default_once():
     model, *_ = ruled_model()
     plan = make_plan(model, PredictSettings(device="cpu"))

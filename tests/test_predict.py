@@ -422,9 +422,10 @@ def test_batch_outputs_volumes_and_qc(tmp_path, scans):
         assert float(rows[case]["left_ml"]) == pytest.approx((labels == 1).sum() * voxel_ml)
         assert float(rows[case]["right_ml"]) == pytest.approx((labels == 2).sum() * voxel_ml)
         assert (labels == 1).any()
-        # the tiny test head (48 x 32 x 60 mm) cannot hold real hippocampi: flagged, not "ok"
-        assert rows[case]["status"] == "implausible_input"
-        assert "field of view" in rows[case]["status_reason"]
+        # the tiny test head (48 mm from left to right) is judged as a crop around one
+        # hippocampus, and what it labels is far too small for one: flagged, not "ok"
+        assert rows[case]["status"] == "implausible_volume"
+        assert "mL" in rows[case]["status_reason"]
         png = imread(out / f"{case}_qc.png")
         assert png.shape[:2] == QC_SIZE_PX and png.std() > 0.01
         sidecar = json.loads((out / f"{case}_hipp.json").read_text())
@@ -451,8 +452,13 @@ def test_corrupt_case_is_skipped_and_exit_code_nonzero(tmp_path, scans, monkeypa
     assert (out / "case0_hipp.nii.gz").is_file() and (out / "case1_hipp.nii.gz").is_file()
     assert not (out / "broken_hipp.nii.gz").exists()
     rows = {r["case"]: r["status"] for r in read_rows(out / "volumes.csv")}
-    # segmented cases get their quality status (the tiny test heads: implausible_input)
-    assert rows == {"broken": "failed", "case0": "implausible_input", "case1": "implausible_input"}
+    # segmented cases get their quality status (the tiny test heads, judged as crops: too
+    # little labelled for a hippocampus)
+    assert rows == {
+        "broken": "failed",
+        "case0": "implausible_volume",
+        "case1": "implausible_volume",
+    }
 
 
 def test_killed_batch_rerun_leaves_no_partial_file(tmp_path, scans, monkeypatch):

@@ -249,6 +249,7 @@ class Predictor:
         two views agree best (``agreement``; a pair that finds nothing loses, ties: the first)."""
         plan = self.plan
         if plan.family_rule == "agreement":  # v12: chosen on the scan as it is, then mirrored
+            self._measure_field_of_view(volume, plan.families[0], prepared, watch, info)
             runs = [
                 self._run_pair(volume, name, prepared, watch, IDENTITY) for name in plan.families
             ]
@@ -262,16 +263,29 @@ class Predictor:
             if kept.family in plan.tta:
                 kept = self._with_mirror(volume, kept, prepared, watch)
             return kept
-        family = plan.families[0]
-        if plan.family_rule == "field_of_view":
-            family = plan.head_family
-            head = self._prepared(volume, family, prepared, watch)
-            width_mm = (head.box[0].stop - head.box[0].start) * volume.spacing[0]
-            info["crop"] = bool(width_mm < CROP_MAX_WIDTH_MM)  # one hippocampus in it
-            if info["crop"]:
-                family = plan.crop_family
-            info["field_of_view_lr_mm"] = round(float(width_mm), 1)
+        family = plan.head_family if plan.family_rule == "field_of_view" else plan.families[0]
+        crop = self._measure_field_of_view(volume, family, prepared, watch, info)
+        if plan.family_rule == "field_of_view" and crop:
+            family = plan.crop_family
         return self._run_pair(volume, family, prepared, watch, self._flips(family))
+
+    def _measure_field_of_view(
+        self,
+        volume: Volume,
+        family: str | None,
+        prepared: dict[float | None, PreparedVolume],
+        watch: Stopwatch,
+        info: dict[str, Any],
+    ) -> bool:
+        """Whether the scan is a crop (narrower than ``CROP_MAX_WIDTH_MM`` from left to right:
+        one hippocampus in it), measured on the head found on ``family``'s working grid;
+        recorded as ``info["crop"]`` and ``info["field_of_view_lr_mm"]`` under every rule, so
+        that the review rules judge a crop as one (``reporting.status``)."""
+        head = self._prepared(volume, family, prepared, watch)
+        width_mm = (head.box[0].stop - head.box[0].start) * volume.spacing[0]
+        info["crop"] = bool(width_mm < CROP_MAX_WIDTH_MM)
+        info["field_of_view_lr_mm"] = round(float(width_mm), 1)
+        return info["crop"]
 
     def _with_mirror(
         self,

@@ -22,8 +22,8 @@ more than twice the other side or under half of it (both sides: either outline m
 wrong one), or when the scan itself is implausible.
 
 A **crop** (a scan ``predict`` ran as one: narrower than ``CROP_MAX_WIDTH_MM`` from left to
-right, so it cannot hold both hippocampi, e.g. the MSD crops; it went to the model's crop
-family, ``Prediction.info["crop"]``) holds one hippocampus, under either label: its small field
+right, so it cannot hold both hippocampi, e.g. the MSD crops; ``Prediction.info["crop"]``,
+measured under every family rule) holds one hippocampus, under either label: its small field
 of view is not a problem (down to ``StatusRules.min_crop_fov_mm``),
 the side it does not hold is not ``empty`` (:func:`absent_side`; nothing is estimated for it),
 there is no asymmetry to judge, and the plausible range applies to the one hippocampus (both
