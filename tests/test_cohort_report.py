@@ -222,3 +222,29 @@ def test_values_that_cannot_be_right_are_flagged_whatever_the_cohort(tmp_path):
     html = write_report(tmp_path / "out").read_text()
     assert "|asymmetry index| &gt; 0.2" in html and "outside 0.5-8 mL" in html
     assert "absolute asymmetry index exceeded 0.2" in html
+
+
+def test_what_predict_finds_per_scan_is_not_a_cohort_setting(tmp_path):
+    """Scans of different widths (and a crop among heads) were run with the same settings: one
+    settings group, no "different settings" badge; a different fusion is a second group."""
+    from cohort_helpers import head
+    from conftest import write_nifti
+
+    for i, width_mm in enumerate((96.0, 120.0, 60.0)):  # the last one is a crop
+        write_nifti(
+            tmp_path / "in" / f"case{i}.nii.gz", head(seed=i), np.diag([width_mm / 24, 3, 3, 1])
+        )
+    predict(tmp_path / "in", tmp_path / "out", fake_model(), settings(), progress=False)
+    sidecars = [json.loads(p.read_text()) for p in sorted((tmp_path / "out").glob("*_hipp.json"))]
+    assert len({s["effective"]["field_of_view_lr_mm"] for s in sidecars}) == 3
+    assert [s["effective"]["crop"] for s in sidecars] == [False, False, True]
+    cohort = collect_cohort(tmp_path / "out")
+    assert len(cohort.settings) == 1 and cohort.settings[0][1] == 3
+    assert not any(k in cohort.settings[0][0] for k in ("crop", "field_of_view_lr_mm"))
+    assert "different settings" not in write_report(tmp_path / "out").read_text()
+    predict(
+        tmp_path / "in", tmp_path / "out2", fake_model(), settings(fusion="union"), progress=False
+    )
+    for p in (tmp_path / "out2").glob("case0*"):
+        shutil.copy(p, tmp_path / "out" / p.name.replace("case0", "case9"))
+    assert len(collect_cohort(tmp_path / "out").settings) == 2

@@ -161,19 +161,34 @@ def _sidecar_case(path: Path) -> str:
     return stem[: -len("_hipp")] if stem.endswith("_hipp") else stem
 
 
+# keys of a sidecar's ``effective`` found per scan, not chosen for the cohort (prefixes)
+PER_CASE_KEYS = (
+    "roi_",
+    "grid_spacing_mm",
+    "edge_refinement",
+    "refiner_change",
+    "family_view_agreement",
+    "contrast_family",
+    "tta_roi_fallback",
+    "pooled_voxels",
+    "crop",
+    "field_of_view_lr_mm",
+    "mirror_dice",
+)
+
+
 def _settings_summary(data: dict[str, Any]) -> dict[str, Any]:
-    per_case = (  # found per case, not chosen for the cohort
-        "roi_",
-        "grid_spacing_mm",
-        "edge_refinement",
-        "refiner_change",
-        "family_view_agreement",
-        "contrast_family",
-        "tta_roi_fallback",
-        "pooled_voxels",
-    )
+    """The settings a case was run with: its sidecar's ``effective`` less what predict found
+    on the scan (``PER_CASE_KEYS``), plus the sliding window and precision asked for.
+
+    Example:
+        >>> a = {"effective": {"fusion": "mean", "crop": False, "mirror_dice": {"left": 0.8}}}
+        >>> b = {"effective": {"fusion": "mean", "crop": True, "mirror_dice": {"left": 0.6}}}
+        >>> _settings_summary(a) == _settings_summary(b) == {"fusion": "mean"}
+        True
+    """
     effective = {
-        k: v for k, v in (data.get("effective") or {}).items() if not k.startswith(per_case)
+        k: v for k, v in (data.get("effective") or {}).items() if not k.startswith(PER_CASE_KEYS)
     }
     settings = data.get("settings") or {}
     for key in ("sliding_window", "amp"):
