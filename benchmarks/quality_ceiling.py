@@ -18,6 +18,9 @@ lofihippseg.quality.train`` builds (``WORK/train``, ``WORK/held``, with saved ca
   mirrored), trained on the training table's saved cases to predict the Dice; held back alone
   and averaged with the estimator.
 
+- ``learning-curve``: the shipped fit on a third, half, three quarters and all of the training
+  table's cases (3 draws each): whether more scans of the training anatomy would help.
+
 Each prints the issue's figures (``quality.train.figures``; catch and false flags at the
 threshold that catches 90 % of the held-back sides under 0.6, i.e. the best any threshold
 could do).
@@ -279,9 +282,31 @@ def run_image_network(work: Path, epochs: int, seed: int) -> None:
     show("image network + estimator (mean)", (pred + shipped) / 2, yh)
 
 
+def run_learning_curve(work: Path) -> None:
+    from lofihippseg.quality.train import FitSettings, fit_rows, validate
+
+    rows, held = load_rows(work / "train"), load_rows(work / "held")
+    cases = sorted({r["case"] for r in rows})
+    print(f"held back: {len(held)} sides; training table: {len(cases)} cases, {len(rows)} sides")
+    for share in (1 / 3, 1 / 2, 3 / 4, 1.0):
+        got = []
+        for seed in range(3):
+            keep = set(np.random.default_rng(seed).choice(cases, round(share * len(cases)), False))
+            est, _ = fit_rows([r for r in rows if r["case"] in keep], FitSettings(), seed)
+            f = validate(est, held)["all"]
+            got.append([f["spearman"], f["auc_below_0.6"], f["catch_rate"], f["false_flag_rate"]])
+        m = np.mean(got, axis=0)
+        print(
+            f"  {share:4.0%} of the cases: Spearman {m[0]:.3f}  AUC(<0.6) {m[1]:.3f}  "
+            f"catch {m[2]:.1%}  false flags {m[3]:.1%} (the fit's own threshold; mean of 3)"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("what", choices=["features", "second-opinion", "image-network"])
+    ap.add_argument(
+        "what", choices=["features", "second-opinion", "image-network", "learning-curve"]
+    )
     ap.add_argument("--work", type=Path, default=Path("runs/quality3"), help="the tables' folder")
     ap.add_argument("--out", type=Path, default=None, help="second-opinion: its table (resumed)")
     ap.add_argument("--epochs", type=int, default=30)
@@ -290,6 +315,8 @@ def main() -> None:
     torch.set_num_threads(1)
     if a.what == "features":
         run_features(a.work)
+    elif a.what == "learning-curve":
+        run_learning_curve(a.work)
     elif a.what == "second-opinion":
         run_second_opinion(a.work, a.out or a.work / "second_opinion.jsonl")
     else:
