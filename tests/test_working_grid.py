@@ -75,7 +75,8 @@ def test_prediction_on_the_working_grid_lies_on_the_input_grid(tmp_path):
         a, b = base.labels == side, pred.labels == side
         assert a.sum() > 200
         assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.85
-        np.testing.assert_allclose(np.argwhere(b).mean(0), np.argwhere(a).mean(0), atol=1.0)
+        # within a quarter voxel: a scale error of 2 % would move these blobs by more
+        np.testing.assert_allclose(np.argwhere(b).mean(0), np.argwhere(a).mean(0), atol=0.25)
     # --grid native ignores the model's grid; a number replaces it
     same = Predictor(gridded, settings(roi="off", grid="native")).predict_volume(vol)
     np.testing.assert_array_equal(same.labels, base.labels)
