@@ -241,6 +241,7 @@ def test_what_predict_finds_per_scan_is_not_a_cohort_setting(tmp_path):
     cohort = collect_cohort(tmp_path / "out")
     assert len(cohort.settings) == 1 and cohort.settings[0][1] == 3
     assert not any(k in cohort.settings[0][0] for k in ("crop", "field_of_view_lr_mm"))
+    assert "crop_family" in cohort.settings[0][0]  # a setting, though its name begins alike
     assert "different settings" not in write_report(tmp_path / "out").read_text()
     predict(
         tmp_path / "in", tmp_path / "out2", fake_model(), settings(fusion="union"), progress=False

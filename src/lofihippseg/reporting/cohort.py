@@ -161,34 +161,39 @@ def _sidecar_case(path: Path) -> str:
     return stem[: -len("_hipp")] if stem.endswith("_hipp") else stem
 
 
-# keys of a sidecar's ``effective`` found per scan, not chosen for the cohort (prefixes)
-PER_CASE_KEYS = (
-    "roi_",
-    "grid_spacing_mm",
-    "edge_refinement",
-    "refiner_change",
-    "family_view_agreement",
-    "contrast_family",
-    "tta_roi_fallback",
-    "pooled_voxels",
-    "crop",
-    "field_of_view_lr_mm",
-    "mirror_dice",
+# what predict found on each scan (keys of a sidecar's ``effective``), not chosen for the cohort
+PER_CASE_PREFIXES = ("roi_",)
+PER_CASE_KEYS = frozenset(
+    {
+        "grid_spacing_mm",
+        "edge_refinement",
+        "refiner_change",
+        "family_view_agreement",
+        "contrast_family",
+        "tta_roi_fallback",
+        "pooled_voxels",
+        "crop",
+        "field_of_view_lr_mm",
+        "mirror_dice",
+    }
 )
 
 
 def _settings_summary(data: dict[str, Any]) -> dict[str, Any]:
     """The settings a case was run with: its sidecar's ``effective`` less what predict found
-    on the scan (``PER_CASE_KEYS``), plus the sliding window and precision asked for.
+    on the scan (``PER_CASE_KEYS``, ``PER_CASE_PREFIXES``), plus the sliding window and
+    precision asked for.
 
     Example:
-        >>> a = {"effective": {"fusion": "mean", "crop": False, "mirror_dice": {"left": 0.8}}}
-        >>> b = {"effective": {"fusion": "mean", "crop": True, "mirror_dice": {"left": 0.6}}}
-        >>> _settings_summary(a) == _settings_summary(b) == {"fusion": "mean"}
+        >>> a = {"effective": {"crop_family": "t1", "crop": False, "roi_boxes": [[0, 9]]}}
+        >>> b = {"effective": {"crop_family": "t1", "crop": True, "roi_boxes": [[2, 7]]}}
+        >>> _settings_summary(a) == _settings_summary(b) == {"crop_family": "t1"}
         True
     """
     effective = {
-        k: v for k, v in (data.get("effective") or {}).items() if not k.startswith(PER_CASE_KEYS)
+        k: v
+        for k, v in (data.get("effective") or {}).items()
+        if k not in PER_CASE_KEYS and not k.startswith(PER_CASE_PREFIXES)
     }
     settings = data.get("settings") or {}
     for key in ("sliding_window", "amp"):
