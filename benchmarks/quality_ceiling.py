@@ -42,6 +42,7 @@ import torch
 from scipy import ndimage, stats
 
 from lofihippseg.inference.model_loading import DEFAULT_MODEL
+from lofihippseg.metrics.overlap import mask_dice
 from lofihippseg.quality.dataset import iter_saved
 from lofihippseg.quality.estimator import QualityEstimator, estimator_path
 from lofihippseg.quality.features import FEATURES
@@ -126,9 +127,7 @@ def run_second_opinion(work: Path, out: Path) -> None:
     from lofihippseg.inference.model_loading import load_model
     from lofihippseg.inference.predictor import Predictor
     from lofihippseg.inference.settings import PredictSettings
-    from lofihippseg.io.nifti import load_image, load_label
-    from lofihippseg.quality.dataset import QualityData, _head, contrast_config, label_maps, plan
-    from lofihippseg.synth.generator import SyntheticGenerator
+    from lofihippseg.quality.dataset import QualityData, plan, read_case
 
     spec = json.loads((work / "held" / "data.json").read_text())
     data = QualityData(**{**spec, "maps": Path(spec["maps"])})
@@ -145,14 +144,7 @@ def run_second_opinion(work: Path, out: Path) -> None:
         if case["kind"] != "head" or case["case"] in done:
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            c = case["contrast"]
-            if c not in generators:
-                generators[c] = SyntheticGenerator(
-                    label_maps(data.maps, data.anatomy), contrast_config(c)
-                )
-            image, label, _ = _head(case, generators[c], Path(tmp))
-            volume = load_image(image)
-            truth = load_label(label, reference=volume).data
+            _, volume, truth = read_case(case, data, generators, Path(tmp))
             labels, seconds = {}, {}
             for name, predictor in predictors.items():
                 t = time.perf_counter()
@@ -161,18 +153,13 @@ def run_second_opinion(work: Path, out: Path) -> None:
         record = {"case": case["case"], "seconds": seconds, "sides": {}}
         for v, side in ((1, "left"), (2, "right")):
             own = labels["predict"] == v
-            record["sides"][side] = {"dice": _dice(own, truth == v)} | {
-                name: _dice(own, labels[name] == v) for name in runs if name != "predict"
+            record["sides"][side] = {"dice": mask_dice(own, truth == v)} | {
+                name: mask_dice(own, labels[name] == v) for name in runs if name != "predict"
             }
         with open(out, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         print(case["case"], seconds, flush=True)
     _show_second_opinion(work, out)
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 def _show_second_opinion(work: Path, out: Path) -> None:

@@ -14,6 +14,18 @@ from __future__ import annotations
 import numpy as np
 
 
+def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two boolean masks; 1.0 when both are empty (the policy above).
+
+    Example:
+        >>> a = np.array([True, True, False]); b = np.array([True, False, False])
+        >>> round(mask_dice(a, b), 3), mask_dice(~a & a, ~b & b)
+        (0.667, 1.0)
+    """
+    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(a & b)) / total
+
+
 def overlap_metrics(gt: np.ndarray, pred: np.ndarray, voxel_ml: float) -> dict[str, float]:
     """Dice, precision, recall, predicted and true volume (mL) and relative volume error.
 

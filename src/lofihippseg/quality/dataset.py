@@ -35,7 +35,8 @@ import torch
 
 from lofihippseg.errors import LoFiError
 from lofihippseg.inference.predictor import Prediction, Predictor
-from lofihippseg.io.nifti import load_image, load_label, save_volume
+from lofihippseg.io.nifti import Volume, load_image, load_label, save_volume
+from lofihippseg.metrics.overlap import mask_dice
 from lofihippseg.preprocessing.resample import resample_labelled
 from lofihippseg.quality.degrade import DEGRADATIONS
 from lofihippseg.quality.features import SIDES, case_features
@@ -217,19 +218,14 @@ def _crop(case: dict[str, Any], msd: Path, folder: Path) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
-
-
 def true_dice(pred: np.ndarray, truth: np.ndarray, kind: str) -> dict[str, float]:
     """Per-side Dice (heads); for a crop, only the side the model labelled most, against the
     crop's whole label (a crop's hippocampus has no side)."""
     if kind == "head":
-        return {s: _dice(pred == v, truth == v) for v, s in ((1, "left"), (2, "right"))}
+        return {s: mask_dice(pred == v, truth == v) for v, s in ((1, "left"), (2, "right"))}
     counts = [int((pred == v).sum()) for v in (1, 2)]
     side = SIDES[int(np.argmax(counts))]
-    return {side: _dice(pred == SIDES.index(side) + 1, truth > 0)}
+    return {side: mask_dice(pred == SIDES.index(side) + 1, truth > 0)}
 
 
 def _save_case(path: Path, volume, pred: Prediction, truth: np.ndarray) -> None:
@@ -293,6 +289,28 @@ def read_table(table: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def read_case(
+    case: dict[str, Any], data: QualityData, generators: dict, folder: Path
+) -> tuple[dict[str, Any], Volume, np.ndarray]:
+    """One planned case as predict sees it: written to ``folder`` (a head; a mirrored crop)
+    and read back. Returns the case (a head's with its ``map_index``), the scan and its
+    truth on the scan's grid. ``generators``: a cache of the synthetic generators by contrast,
+    shared between calls."""
+    from lofihippseg.synth.generator import SyntheticGenerator
+
+    if case["kind"] == "head":
+        contrast = case["contrast"]
+        if contrast not in generators:
+            maps = label_maps(data.maps, data.anatomy)
+            generators[contrast] = SyntheticGenerator(maps, contrast_config(contrast))
+        image_path, label_path, index = _head(case, generators[contrast], folder)
+        case = {**case, "map_index": index}
+    else:
+        image_path, label_path = _crop(case, Path(data.msd), folder)  # type: ignore[arg-type]
+    volume = load_image(image_path)
+    return case, volume, load_label(label_path, reference=volume).data
+
+
 def build_table(
     predictor: Predictor,
     data: QualityData,
@@ -315,14 +333,12 @@ def build_table(
     Returns:
         The table file.
     """
-    from lofihippseg.synth.generator import SyntheticGenerator
-
     out = Path(out)
     (out / "cases").mkdir(parents=True, exist_ok=True)
     table = out / "table.jsonl"
     (out / "data.json").write_text(json.dumps(dataclasses.asdict(data), default=str, indent=1))
     done = done_cases(table)
-    generators: dict[str, SyntheticGenerator] = {}
+    generators: dict[str, Any] = {}  # SyntheticGenerator by contrast
     new = 0
     for k, case in enumerate(plan(data)):
         if case["case"] in done or (shard is not None and k % shard[1] != shard[0]):
@@ -331,17 +347,7 @@ def build_table(
             break
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            if case["kind"] == "head":
-                contrast = case["contrast"]
-                if contrast not in generators:
-                    maps = label_maps(data.maps, data.anatomy)
-                    generators[contrast] = SyntheticGenerator(maps, contrast_config(contrast))
-                image_path, label_path, index = _head(case, generators[contrast], Path(tmp))
-                case = {**case, "map_index": index}
-            else:
-                image_path, label_path = _crop(case, Path(data.msd), Path(tmp))  # type: ignore[arg-type]
-            volume = load_image(image_path)
-            truth = load_label(label_path, reference=volume).data
+            case, volume, truth = read_case(case, data, generators, Path(tmp))
             t1 = time.perf_counter()
             pred = predictor.predict_volume(volume)
             t2 = time.perf_counter()

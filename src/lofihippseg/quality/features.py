@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from lofihippseg.metrics.overlap import mask_dice
 from lofihippseg.metrics.visibility import edge_visibility
 
 SIDES = ("left", "right")
@@ -70,11 +71,6 @@ FEATURES = (
     "refiner_change",
     "mirror_dice",
 )
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 def _finite(value: Any, neutral: float = 0.0) -> float:
@@ -222,7 +218,7 @@ def case_features(
         out[side] = {
             "vol_ml": vol,
             "log_vol_ratio": float(np.clip(np.log((vol + 0.05) / (other_vol + 0.05)), -3, 3)),
-            "side_view_dice": _dice(a, b) if (a.any() or b.any()) else 0.0,
+            "side_view_dice": mask_dice(a, b) if (a.any() or b.any()) else 0.0,
             "soft_view_dice": 2.0 * float((p1 * p2).sum()) / denom if denom > 0 else 0.0,
             "view_mad": float(np.abs(p1 - p2)[union].mean()) if union.any() else 0.0,
             "mean_prob_in": float(pf[lab_box].mean()) if n_label else 0.0,
@@ -230,7 +226,7 @@ def case_features(
             "prob_mass_ratio": float(pf.sum()) / max(n_label, 1),
             "expected_dice": 2.0 * float(pf[lab_box].sum()) / max(float(pf.sum()) + n_label, 1e-6),
             "entropy_ratio": float(_entropy(pf).sum()) / max(n_label, 1),
-            "post_dice": _dice(lab_box, (p1 + p2) / 2 > threshold) if n_label else 0.0,
+            "post_dice": mask_dice(lab_box, (p1 + p2) / 2 > threshold) if n_label else 0.0,
             "fused_outside": float((fg & ~lab_box).sum()) / max(int(fg.sum()), 1),
             "n_parts": math.log1p(parts),
             "surface_ratio": float((lab_box & ~eroded).sum()) / max(n_label, 1),
