@@ -53,6 +53,65 @@ def _predict_stacks(inputs, out_dir, loaded, settings, combine, stack_labels, co
     )
 
 
+def _dicom_inputs(inputs: list[str], stacks: bool, dicom_seg: bool) -> bool:
+    """True when some input is DICOM (then ``workflows.dicom`` runs); checks the options."""
+    from lofihippseg.workflows.dicom import is_dicom_input
+
+    dicom = [i for i in inputs if is_dicom_input(i)]
+    if dicom_seg and not dicom:
+        raise LoFiError("--dicom-seg needs DICOM input (a folder of DICOM series or files)")
+    if stacks and dicom and len(dicom) != len(inputs):
+        other = next(i for i in inputs if i not in dicom)
+        raise LoFiError(f"{other}: --stacks takes either DICOM folders or NIfTI stacks, not both")
+    return bool(dicom)
+
+
+def _predict_dicom(
+    inputs, out_dir, loaded, settings, stacks, extras, dicom_seg, quiet, report_html
+) -> None:
+    """``predict`` with DICOM inputs: one case per series (or one session with --stacks)."""
+    from lofihippseg.workflows.dicom import predict_dicom, predict_dicom_stacks
+
+    def note(line: str) -> None:
+        click.echo(line, err=True)
+
+    if stacks:
+        from lofihippseg.stacks.session import StacksSettings
+
+        combine, save_stack_labels, save_combined = extras
+        stack_settings = StacksSettings(
+            combine=combine, save_stack_labels=save_stack_labels, save_combined=save_combined
+        )
+        result = predict_dicom_stacks(
+            inputs, out_dir, loaded, settings, stack_settings, dicom_seg, echo=note
+        )
+        row = result.row or {}
+        volumes = (
+            f": left {float(row['left_ml']):.2f} mL, right {float(row['right_ml']):.2f} mL"
+            if row.get("left_ml") not in (None, "")
+            else ""
+        )
+        click.echo(f"{result.case} {result.status}{volumes}; outputs in {out_dir}")
+        return
+    report = predict_dicom(inputs, out_dir, loaded, settings, dicom_seg, not quiet, echo=note)
+    click.echo(report.table())
+    done = sum(r.status == "ok" for r in report.results)
+    skipped = sum(r.status == "skipped" for r in report.results)
+    click.echo(
+        f"{done} done, {skipped} skipped (already done), {len(report.failed)} failed; "
+        f"outputs in {report.out_dir}"
+        + (f", volumes in {report.csv_path}" if report.csv_path else "")
+    )
+    if report_html:
+        from lofihippseg.reporting.cohort_report import write_report
+
+        click.echo(f"report: {write_report(report.out_dir)}")
+    for line in report.error_lines():
+        click.echo(line, err=True)
+    if report.failed:
+        sys.exit(report.exit_code)
+
+
 @click.command("predict")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
@@ -214,6 +273,13 @@ def _predict_stacks(inputs, out_dir, loaded, settings, combine, stack_labels, co
     is_flag=True,
     help="With --stacks: also write the combined image (CASE_combined.nii.gz).",
 )
+@click.option(
+    "--dicom-seg",
+    is_flag=True,
+    help="With DICOM input: also write per series CASE_seg.dcm (a DICOM Segmentation of the "
+    "left and right hippocampus on the series' own grid, for a PACS viewer) and CASE_sr.dcm "
+    "(a DICOM Structured Report of the volumes). Needs the [dicom] extra.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(
     inputs,
@@ -249,6 +315,7 @@ def command(
     combine,
     save_stack_labels,
     save_combined,
+    dicom_seg,
 ) -> None:
     """Segment the left and right hippocampus in INPUTS (files, folders or globs).
 
@@ -263,6 +330,11 @@ def command(
     status, predicted Dice and review flag per side). A failed case prints `error: FILE:
     problem` and the rest go on; the exit code is 0 when no case failed, 1 when some failed,
     2 when every case failed.
+
+    DICOM: a folder tree of DICOM files (needs the [dicom] extra) gives one case per series,
+    named S{SeriesNumber}_{SeriesDescription} (never by patient data), converted with dcm2niix
+    into a temporary NIfTI; localisers, derived, non-MR and 2D series are skipped with one line
+    each. --dicom-seg also writes a DICOM SEG and SR per series.
     """
     from lofihippseg.inference.api import PredictSettings, predict
     from lofihippseg.inference.model_loading import load_model
@@ -291,11 +363,17 @@ def command(
         overwrite=overwrite,
         shard=_shard(shard),
     )
-    if stacks:  # a missing, unreadable or 4D stack fails before the model loads
+    dicom = _dicom_inputs(list(inputs), stacks, dicom_seg)
+    if stacks and not dicom:  # a missing, unreadable or 4D stack fails before the model loads
         from lofihippseg.stacks.session import load_stacks
 
         load_stacks(list(inputs))
     loaded = load_model(model, checkpoint1, checkpoint2, recipe, device=str(resolve_device(device)))
+    if dicom:
+        extras = (combine, save_stack_labels, save_combined)
+        dicom_args = (stacks, extras, dicom_seg, quiet, report_html)
+        _predict_dicom(list(inputs), out_dir, loaded, settings, *dicom_args)
+        return
     if stacks:
         extras = (combine, save_stack_labels, save_combined)
         _predict_stacks(list(inputs), out_dir, loaded, settings, *extras)
