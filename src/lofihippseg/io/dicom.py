@@ -484,7 +484,13 @@ def convert_series(series: DicomSeries, work: Path, binary: str | None = None) -
             for line in (run.stderr + run.stdout).splitlines()
             if re.search(r"error|warning|unsupported|unable", line, re.I)
         ]
-        reason = scrub(said[-1], series.identifying)[:200] if said else f"exit {run.returncode}"
+        reason = said[-1] if said else f"exit {run.returncode}"
+        reason = re.sub(  # name the input's file, not its link in the temporary folder
+            re.escape(str(src)) + r"/(\d{6})\.dcm",
+            lambda m: str(series.files[int(m.group(1))]),
+            reason,
+        )
+        reason = scrub(reason.replace(str(work), "TMP"), series.identifying)[:300]
         raise InputError(series.label, f"dcm2niix could not convert this series ({reason})")
     if len(made) > 1:
         raise InputError(

@@ -75,6 +75,15 @@ def is_dicom_input(item: str | Path) -> bool:
     return holds_dicom(path)
 
 
+def _holds_nothing(item: str | Path) -> bool:
+    """A folder with neither DICOM files nor NIfTI/MGZ images at its top."""
+    path = Path(item)
+    try:
+        return path.is_dir() and not any(is_image_file(p) for p in path.iterdir())
+    except OSError:
+        return False
+
+
 def _converter_version(binary: str) -> str:
     import subprocess
 
@@ -96,6 +105,7 @@ class Conversion:
         failed: series that cannot be segmented: (case, source line, one-line message).
         skipped: one line per skipped series.
         converter: ``dcm2niix vX``.
+        series: every series found.
     """
 
     work: Path
@@ -103,6 +113,7 @@ class Conversion:
     failed: list[tuple[str, str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     converter: str = ""
+    series: list[DicomSeries] = field(default_factory=list)
 
     def close(self) -> None:
         """Remove the temporary conversions."""
@@ -136,7 +147,7 @@ def convert_inputs(items: list[str | Path], echo: Echo | None = None) -> Convers
     if unreadable:
         first = scrub(unreadable[0], series[0].identifying)
         echo(f"skipped {len(unreadable)} file(s) that are not readable DICOM, e.g. {first}")
-    conversion = Conversion(work_folder(), converter=_converter_version(binary))
+    conversion = Conversion(work_folder(), converter=_converter_version(binary), series=series)
     try:
         for s in series:
             if s.skip is not None:
@@ -154,6 +165,10 @@ def convert_inputs(items: list[str | Path], echo: Echo | None = None) -> Convers
         conversion.close()
         raise
     return conversion
+
+
+def _identifying_of(conversion: Conversion) -> tuple[str, ...]:
+    return tuple(v for s in conversion.series for v in s.identifying)
 
 
 def dicom_sidecar(series: DicomSeries, converter: str) -> dict[str, Any]:
@@ -279,11 +294,21 @@ def predict_dicom(
     settings = settings or PredictSettings()
     out_dir = Path(out_dir)
     dicom_items = [i for i in inputs if is_dicom_input(i)]
-    others = [i for i in inputs if i not in dicom_items]
+    empty = [i for i in inputs if i not in dicom_items and _holds_nothing(i)]
+    others = [i for i in inputs if i not in dicom_items and i not in empty]
     conversion = convert_inputs(dicom_items, echo)
+    for item in empty:  # the rest of the batch goes on
+        line = f"{item}: no DICOM files and no NIfTI/MGZ images in this folder"
+        conversion.failed.append((Path(item).name or str(item), str(item), line))
     layout = DicomLayout(conversion, settings.lisa_names)
     try:
         nifti = [*others, *conversion.converted]
+        if not nifti and not conversion.failed:
+            where = scrub(", ".join(map(str, dicom_items)), _identifying_of(conversion))
+            raise LoFiError(
+                f"{where}: no series to segment ({len(conversion.skipped)} skipped: localisers, "
+                "derived, non-MR or 2D series)"
+            )
         if nifti:
             report = predict(nifti, out_dir, model, settings, progress, layout=layout)
         else:
