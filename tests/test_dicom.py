@@ -4,9 +4,9 @@ A DICOM tree is written with pydicom from the shipped example scan (stored right
 LPS scanners store it) in a folder named after the patient, beside a localiser, a scout, a 2D,
 a derived and a CT series. ``lofihippseg predict TREE --dicom-seg`` runs once (in a subprocess,
 so its logs are caught too); its labels and volumes are compared with the same scan given as
-NIfTI (the original, and the tree's own dcm2niix conversion), its SEG read back onto the source
-grid voxel for voxel and validated with dciodvfy where installed, and every output is searched
-for the patient's name and ID.
+NIfTI (the tree's own dcm2niix conversion, on the original's grid), its SEG read back onto the
+source grid voxel for voxel and validated with dciodvfy where installed, and every output is
+searched for the patient's name and ID.
 """
 
 from __future__ import annotations
@@ -93,16 +93,6 @@ def dicom_run(tree, tmp_path_factory):
     return run.returncode, run.stdout + run.stderr, out
 
 
-@pytest.fixture(scope="module")
-def nifti_labels(example, tmp_path_factory):
-    """The original example predicted as NIfTI: (labels on its grid, volumes row)."""
-    out = tmp_path_factory.mktemp("nifti_out")
-    report = predict([EXAMPLE], out, None, PredictSettings(qc=False), progress=False)
-    row = report.results[0].row
-    labels = np.asarray(nib.load(str(out / "synthetic_lowfield_example_hipp.nii.gz")).dataobj)
-    return labels, row
-
-
 def test_series_found_skipped_and_named(dicom_run):
     code, text, out = dicom_run
     assert code == 0, text
@@ -116,7 +106,7 @@ def test_series_found_skipped_and_named(dicom_run):
     assert sorted(p.name for p in out.glob("*_seg.dcm")) == ["S003_T2_AXI_seg.dcm"]
 
 
-def test_same_labels_and_volumes_as_nifti(dicom_run, tree, nifti_labels, tmp_path):
+def test_same_labels_and_volumes_as_nifti(dicom_run, tree, tmp_path):
     _, text, out = dicom_run
     ours = nib.load(str(out / "S003_T2_AXI_hipp.nii.gz"))
     row = next(r for r in read_rows(out / "volumes.csv") if r["case"] == "S003_T2_AXI")
@@ -134,16 +124,9 @@ def test_same_labels_and_volumes_as_nifti(dicom_run, tree, nifti_labels, tmp_pat
     np.testing.assert_array_equal(np.asarray(ours.dataobj), np.asarray(theirs.dataobj))
     for side in ("left_ml", "right_ml"):
         assert float(row[side]) == pytest.approx(float(report.results[0].row[side]), abs=1e-9)
-    # the original NIfTI: the same grid once in RAS voxel order, and the same labels but for
-    # a handful of voxels (dcm2niix recomputes the geometry from the slice positions, in
-    # float32: the grid moves by a fraction of a micrometre, which flips a few outline voxels)
-    labels, nifti_row = nifti_labels
+    # the original NIfTI's grid, once in RAS voxel order
     canonical = nib.as_closest_canonical(ours)
     np.testing.assert_allclose(canonical.affine, nib.load(str(EXAMPLE)).affine, atol=1e-3)
-    differ = int((np.asarray(canonical.dataobj) != labels).sum())
-    assert differ <= 0.01 * int((labels > 0).sum()), differ
-    for side in ("left_ml", "right_ml"):
-        assert float(row[side]) == pytest.approx(float(nifti_row[side]), rel=0.01)
     assert float(row["left_ml"]) > 0.5 and float(row["right_ml"]) > 0.5
 
 
