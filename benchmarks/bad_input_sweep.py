@@ -7,7 +7,10 @@ Each input class (missing, not NIfTI, truncated, zero bytes, 4D, complex, NaN, e
 tiny, 2D, anisotropic, huge field of view, sheared, singular, qform/sform disagreeing, codes 0,
 huge values, Analyze, DICOM, label values 255 and 3, MGZ, a scan named ``*_hipp``), each bad
 model file (hostile pickles, text, zero bytes, truncated, NaN weights, bad specs, foreign
-weights), bad option values, resume misuse and unwritable outputs is run through the commands
+weights), bad option values, resume misuse, unwritable outputs and DICOM series (issue 42: good
+ones, oblique, LPS, enhanced multi-frame, a missing slice, no pixel data, mixed studies, one
+dcm2niix refuses, 2D, localiser only, no DICOM, two studies as stacks, a batch that goes on past
+its bad series; none may write into its input folder) is run through the commands
 that take it (``predict``, ``view``, ``evaluate``, ``train``, ``synth``) in this process, as
 ``lofihippseg ...`` would run them.
 
@@ -550,6 +553,88 @@ class Sweep:
             self.check(f"output:{where}", "synth", synth, "error")
             self.check(f"output:{where}", "train", self.train_args([table], bad), "error")
 
+    def dicom_classes(self) -> None:
+        """Issue 42: DICOM series (written with pydicom from the example scan at 4 mm), good
+        and bad, alone and in one batch; no class may write into its input folder."""
+        try:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+            import pydicom
+            from dicom_fixtures import Study, oblique_affine, write_enhanced, write_series
+        except ImportError:
+            print("dicom classes skipped: the [dicom] extra (pydicom) is not installed")
+            return
+        data, affine = _base(SCAN, 2)
+        study = Study()
+        base = self.root / "dicom"
+
+        def series(name: str, **kwargs) -> Path:
+            folder = base / name / "in"
+            kwargs.setdefault("study", study)
+            write_series(folder / "s", data, kwargs.pop("affine", affine), **kwargs)
+            return folder
+
+        def retag(folder: Path, **values) -> Path:
+            for i, f in enumerate(sorted((folder / "s").iterdir())):
+                ds = pydicom.dcmread(f)
+                for key, value in values.items():
+                    if key != "StudyInstanceUID" or i % 2:
+                        setattr(ds, key, value)
+                ds.save_as(f)
+            return folder
+
+        enhanced = base / "enhanced" / "in"
+        write_enhanced(enhanced / "frames.dcm", data, affine, study=study)
+        empty = base / "no_dicom" / "in"
+        empty.mkdir(parents=True)
+        (empty / "readme.txt").write_text("no images")
+        cases = {  # class -> (inputs, extra options, exit code, error words)
+            "good+seg": ([series("good", number=3)], ["--dicom-seg"], 0, ""),
+            "oblique": ([series("oblique", affine=oblique_affine((4, 4, 4), data.shape))],
+                        ["--dicom-seg"], 0, ""),
+            "lps": ([series("lps", affine=affine @ np.diag([-1, 1, 1, 1.0]))], [], 0, ""),
+            "enhanced": ([enhanced], ["--dicom-seg"], 0, ""),
+            "no_dicom": ([empty], [], 2, "no NIfTI/MGZ images"),
+            "missing_slice": ([series("gap", skip_slices=(9,))], [], 2, "a missing slice"),
+            "no_pixels": ([series("nopix", pixels=False)], [], 2, "without pixel data"),
+            "mixed_studies": ([retag(series("mixed"), StudyInstanceUID="1.2.3.4")], [], 2,
+                              "2 different studies"),
+            "dcm2niix_refuses": ([retag(series("bits"), BitsAllocated=32, BitsStored=32,
+                                        HighBit=31)], [], 2, "dcm2niix could not convert"),
+            "localiser_only": ([series("loc", image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))],
+                               [], 2, "no series to segment"),
+            "seg_without_dicom": ([self.spare_scan], ["--dicom-seg"], 2, "needs DICOM input"),
+        }  # fmt: skip
+        flat = base / "flat" / "in"
+        write_series(flat / "s", data[:, :, :1], affine, study=study)
+        cases["2d_series"] = ([flat], [], 2, "no series to segment")
+        other = Study()
+        two = base / "two_studies" / "in"
+        write_series(two / "a", data, affine, 3, "T2 AXI", study)
+        write_series(two / "b", data.transpose(0, 2, 1), affine[:, [0, 2, 1, 3]], 4, "COR", other)
+        cases["stacks_two_studies"] = ([two], ["--stacks"], 2, "different studies")
+        batch = [cases[k][0][0] for k in ("good+seg", "missing_slice", "no_pixels", "no_dicom")]
+        cases["batch_goes_on"] = (batch, ["--dicom-seg"], 1, "")
+        for klass, (inputs, extra, code, words) in cases.items():
+            out = base / klass.replace("+", "_") / "out"
+            before = {p: p.stat().st_mtime_ns for i in inputs for p in Path(i).rglob("*")}
+
+            def check(outcome: Outcome, inputs=inputs, words=words, out=out, before=before,
+                      extra=extra, klass=klass):  # fmt: skip
+                after = {p: p.stat().st_mtime_ns for i in inputs for p in Path(i).rglob("*")}
+                if after != before:
+                    return "wrote into the input folder"
+                if words and words not in "".join(outcome.error_lines):
+                    return f"no {words!r} in {outcome.error_lines}"
+                if klass == "batch_goes_on" and len(outcome.error_lines) != 3:
+                    return f"{len(outcome.error_lines)} error lines, expected 3"
+                if "--dicom-seg" in extra and outcome.code in (0, 1):
+                    if not list(out.glob("*_seg.dcm")) or not list(out.glob("*_sr.dcm")):
+                        return "no SEG/SR written"
+                return None
+
+            self.verify(f"dicom:{klass}", "predict", self.predict_args(inputs, out, *extra),
+                        code, check)  # fmt: skip
+
     def run_all(self) -> None:
         for klass, expected in IMAGE_CLASSES.items():
             self.image_class(klass, expected)
@@ -558,6 +643,7 @@ class Sweep:
         self.option_classes()
         self.resume_classes()
         self.output_classes()
+        self.dicom_classes()
         Round2(self).run_all()  # issue 20: annexed files, cohort edge cases, grids, fine voxels
 
 
