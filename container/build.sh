@@ -131,8 +131,9 @@ if [ "$wheelhouse" = 1 ]; then
         echo "error: no CPU wheel of torch $torch_version in $wh (only a CUDA one?)" >&2
         exit 1
     fi
-    # the package's dependencies, and setuptools/wheel to build it inside the image
-    nice -n "$nice_level" "${pip[@]}" --find-links "$wh" "torch==$torch_version" "$repo" \
+    # the package's dependencies with its [dicom] extra (pydicom, highdicom, dcm2niix: its wheel
+    # ships the converter binary), and setuptools/wheel to build it inside the image
+    nice -n "$nice_level" "${pip[@]}" --find-links "$wh" "torch==$torch_version" "$repo[dicom]" \
         "setuptools>=68" wheel
     rm -f "$wh"/lofihippseg-*  # the image builds the package from the source, not the host
     echo "wheelhouse: $(find "$wh" -name '*.whl' | wc -l) wheels, $(du -sh "$wh" | cut -f1)," \
