@@ -277,10 +277,14 @@ def test_roi_falls_back_when_a_side_is_missing(tmp_path, monkeypatch):
             return super().forward(x)
 
     pred = Predictor(fake_model(CountingTwoLevel()), settings(roi="on")).predict_volume(vol)
-    # a side the boxes' segmentation misses is flagged, not searched for in the whole volume
-    assert pred.info["roi_missing_side"] is True and "roi_fallback" not in pred.info
-    assert "roi_boxes" in pred.info and len(calls) == 2 + 2  # coarse pass + the box, per view
-    assert (pred.labels == 1).any() and not (pred.labels == 2).any()
+    # a side the boxes' segmentation misses is searched for: the boxes came from the coarse
+    # pass, so the whole volume runs (once more per view)
+    search = pred.info["roi_side_search"]
+    assert search["by"] == "whole volume" and search["from"] == "coarse pass" and search["boxes"]
+    assert "roi_missing_side" not in pred.info and "roi_boxes" not in pred.info
+    assert len(calls) == 2 + 2 + 2  # coarse pass, the box, the whole volume; per view
+    both = Predictor(fake_model(TwoLevelNet()), settings(roi="off")).predict_volume(vol)
+    np.testing.assert_array_equal(pred.labels, both.labels)
 
 
 def test_roi_regrows_boxes_that_cut_the_segmentation(tmp_path, monkeypatch):

@@ -226,7 +226,7 @@ def test_smoke_campaign_end_to_end(tmp_path):
     info = bundle_info(bundle)
     stages = info["provenance"]["stages"]
     assert stages["pair_t2"]["iterations"] == 4 and stages["pool"]["maps"]
-    card = json.loads((tmp_path / "c" / "11_card" / "card.json").read_text())
+    card = json.loads((tmp_path / "c" / "12_card" / "card.json").read_text())
     assert "t1_head" in card
 
 

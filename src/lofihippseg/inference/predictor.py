@@ -249,9 +249,10 @@ class Predictor:
         two views agree best (``agreement``; a pair that finds nothing loses, ties: the first)."""
         plan = self.plan
         if plan.family_rule == "agreement":  # v12: chosen on the scan as it is, then mirrored
-            self._measure_field_of_view(volume, plan.families[0], prepared, watch, info)
+            crop = self._measure_field_of_view(volume, plan.families[0], prepared, watch, info)
             runs = [
-                self._run_pair(volume, name, prepared, watch, IDENTITY) for name in plan.families
+                self._run_pair(volume, name, prepared, watch, IDENTITY, crop)
+                for name in plan.families
             ]
             for run in runs:
                 watch.seconds[f"pair_{run.family}_s"] = run.seconds
@@ -261,13 +262,13 @@ class Predictor:
                 for r in runs
             }
             if kept.family in plan.tta:
-                kept = self._with_mirror(volume, kept, prepared, watch)
+                kept = self._with_mirror(volume, kept, prepared, watch, crop)
             return kept
         family = plan.head_family if plan.family_rule == "field_of_view" else plan.families[0]
         crop = self._measure_field_of_view(volume, family, prepared, watch, info)
         if plan.family_rule == "field_of_view" and crop:
             family = plan.crop_family
-        return self._run_pair(volume, family, prepared, watch, self._flips(family))
+        return self._run_pair(volume, family, prepared, watch, self._flips(family), crop)
 
     def _measure_field_of_view(
         self,
@@ -293,9 +294,10 @@ class Predictor:
         kept: PairResult,
         prepared: dict[float | None, PreparedVolume],
         watch: Stopwatch,
+        crop: bool = False,
     ) -> PairResult:
         """``kept`` with each view averaged with the same pair's pass on the mirror image."""
-        mirrored = self._run_pair(volume, kept.family, prepared, watch, MIRROR)
+        mirrored = self._run_pair(volume, kept.family, prepared, watch, MIRROR, crop)
         views = tuple(average([a, b]) for a, b in zip(kept.views, mirrored.views, strict=True))
         dice = view_agreement_dice(views[0].data, views[1].data, self.plan.threshold)
         watch.seconds["tta_s"] = mirrored.seconds
@@ -323,9 +325,11 @@ class Predictor:
         prepared: dict[float | None, PreparedVolume],
         watch: Stopwatch,
         flips: tuple[tuple[int, ...], ...] = ((),),
+        crop: bool = False,
     ) -> PairResult:
         """One pair of networks on its working grid: located, run, mapped onto the input.
-        ``flips``: the images each network sees (the scan, its mirror or both)."""
+        ``flips``: the images each network sees (the scan, its mirror or both); ``crop``: the
+        scan holds one hippocampus (a missing side is not searched for)."""
         t = time.perf_counter()
         prep = self._prepared(volume, family, prepared, watch)
         nets = self.pairs[family]
@@ -337,7 +341,7 @@ class Predictor:
             with watch.stage("locate_s"):
                 boxes = self._locate(nets, prep, info)
         with watch.stage("inference_s"):
-            maps = self._segment(nets, prep, boxes, info, flips)
+            maps = self._segment(nets, prep, boxes, info, flips, crop)
         box = prep.box
         if prep.regridded:  # probabilities back onto the input's grid
             with watch.stage("regrid_s"):
@@ -418,18 +422,36 @@ class Predictor:
         boxes: list | None,
         info: dict[str, Any],
         flips: tuple[tuple[int, ...], ...],
+        crop: bool = False,
     ) -> list[np.ndarray]:
         """Both networks' probability maps on the working grid: in the boxes (grown once
         when the outline reaches a box face), else over the whole volume.
 
-        A side missing from the boxes' segmentation is a result, not a reason to search the
-        whole volume: the boxes are where the localiser saw it, and the case is flagged for
-        review (``reporting.status``).
+        A head whose boxes' segmentation misses a side (the localiser looked in the wrong
+        place: real scans whose field of view runs far into the neck) is searched once more
+        (``_search_missing_side``); a crop (one hippocampus) is not.
         """
+        maps = self._segment_in_boxes(nets, prepared, boxes, info, flips)
+        if maps is None:
+            return self._segment_whole(nets, prepared, info, flips)
+        if info.get("roi_missing_side") and not crop:
+            maps = self._search_missing_side(nets, prepared, maps, boxes, info, flips)
+        return maps
+
+    def _segment_in_boxes(
+        self,
+        nets: Pair,
+        prepared: PreparedVolume,
+        boxes: list | None,
+        info: dict[str, Any],
+        flips: tuple[tuple[int, ...], ...],
+    ) -> list[np.ndarray] | None:
+        """The maps computed in ``boxes`` (regrown once when the outline reaches a face);
+        None: the whole volume must run (``info["roi_fallback"]`` says why)."""
         views = prepared.views
         for attempt in range(2):
             if boxes is None:
-                break
+                return None
             if len(boxes) == 2:  # both sides in one batch
                 boxes = roi_mod.equal_size(boxes, views[0].shape)
             agreement = MirrorAgreement()
@@ -441,20 +463,82 @@ class Predictor:
             problem = roi_mod.box_problem(masks, boxes)
             if problem != roi_mod.REACHED_FACE:
                 info["roi_boxes"] = [[[s.start, s.stop] for s in b] for b in boxes]
+                info.pop("roi_missing_side", None)
                 if problem == roi_mod.MISSES_A_SIDE:
                     info["roi_missing_side"] = True
                 return maps
             regrown = roi_mod.boxes_around(masks, roi_mod.margin_voxels(prepared.spacing))
             if attempt == 1 or regrown is None or roi_mod.too_large(regrown, masks.shape[1:]):
                 info["roi_fallback"] = problem
-                break
+                return None
             boxes = regrown
             info["roi_regrown"] = True
-        pairs = zip(nets, views, strict=True)
+        return None  # not reached: the second attempt returns
+
+    def _segment_whole(
+        self,
+        nets: Pair,
+        prepared: PreparedVolume,
+        info: dict[str, Any],
+        flips: tuple[tuple[int, ...], ...],
+    ) -> list[np.ndarray]:
+        """Both networks over the whole volume on the working grid."""
+        pairs = zip(nets, prepared.views, strict=True)
         agreement = MirrorAgreement()
         maps = [self._run(net, view[None], flips, agreement)[0].numpy() for net, view in pairs]
         if (mirror_dice := agreement.dice()) is not None:
             info["mirror_dice"] = mirror_dice
+        return maps
+
+    def _search_missing_side(
+        self,
+        nets: Pair,
+        prepared: PreparedVolume,
+        maps: list[np.ndarray],
+        boxes: list,
+        info: dict[str, Any],
+        flips: tuple[tuple[int, ...], ...],
+    ) -> list[np.ndarray]:
+        """A side missing from the boxes, looked for another way (only then: no cost where
+        the localiser worked): the pair's coarse pass on the volume down-sampled by 2 and
+        boxes around what it finds, where a head's hippocampi can be
+        (``roi.sides_plausible``); if that finds no such boxes or still misses a side, the
+        whole volume on the working grid. Recorded as ``info["roi_side_search"]``; the result
+        that finds more sides is kept (the first on a tie)."""
+        found = _sides_found(maps, self.plan)
+        views, spacing = prepared.views, prepared.spacing
+        shape = tuple(int(n) for n in views[0].shape)
+        search: dict[str, Any] = {"boxes": info.get("roi_boxes"), "from": info.get("roi_source")}
+        info["roi_side_search"] = search
+        coarse_boxes = None
+        if info.get("roi_source") != "coarse pass":  # else it made these boxes already
+            probs = roi_mod.coarse_pass_probabilities(self._coarse, nets, views)
+            coarse_boxes = roi_mod.side_boxes(probs, shape, roi_mod.margin_voxels(spacing))
+        if coarse_boxes is not None and not roi_mod.sides_plausible(probs, shape, spacing):
+            search["coarse_pass"] = "not where a head's hippocampi are"
+            coarse_boxes = None
+        if coarse_boxes is not None and not roi_mod.too_large(coarse_boxes, shape):
+            attempt: dict[str, Any] = {}
+            new = self._segment_in_boxes(nets, prepared, coarse_boxes, attempt, flips)
+            if new is not None and _sides_found(new, self.plan) > found:
+                maps, found = new, _sides_found(new, self.plan)
+                search["by"] = info["roi_source"] = "coarse pass"
+                info.update({k: v for k, v in attempt.items() if k != "mirror_dice"})
+                info.pop("roi_missing_side", None)
+                if attempt.get("roi_missing_side"):
+                    info["roi_missing_side"] = True
+                if found == 2:
+                    return maps
+        attempt = {}
+        whole = self._segment_whole(nets, prepared, attempt, flips)
+        if _sides_found(whole, self.plan) > found:
+            maps, found = whole, _sides_found(whole, self.plan)
+            search["by"] = info["roi_source"] = "whole volume"
+            info.pop("roi_boxes", None)
+            info.pop("roi_missing_side", None)
+            if found < 2:
+                info["roi_missing_side"] = True
+        search.setdefault("by", "nothing found")
         return maps
 
     def _flips(self, family: str | None) -> tuple[tuple[int, ...], ...]:
@@ -544,3 +628,9 @@ class Predictor:
         if plan.lcc:
             labels = keep_largest_per_side(labels)
         return labels
+
+
+def _sides_found(maps: list[np.ndarray], plan: InferencePlan) -> int:
+    """How many sides (0-2) the fused maps mark above the plan's threshold."""
+    masks = fuse_probabilities(maps[0], maps[1], plan.fusion) > plan.threshold
+    return int(masks[0].any()) + int(masks[1].any())

@@ -36,6 +36,9 @@ ROI_MARGIN_MM = 16.0  # context kept around each hippocampus located by the coar
 LOCALISER_MARGIN_MM = 12.0  # the localiser's detections are already 4 mm wider than the target
 MAX_FRACTION = 0.6  # boxes larger than this fraction of the volume are not worth it
 GUARD = 3  # foreground this close to an inner box face triggers the fallback
+# a head's two hippocampi: centres at about the same height and depth (within this), the left
+# one on the subject's left (smaller x in canonical RAS order)
+MAX_SIDE_OFFSET_MM = 25.0
 
 
 def downsample(volume: torch.Tensor) -> torch.Tensor:
@@ -135,6 +138,38 @@ def side_boxes(
         if _size(joined) <= _size(boxes[0]) + _size(boxes[1]):  # type: ignore[arg-type]
             return [joined]  # type: ignore[list-item]
     return boxes  # two boxes (overlapping ones cost less than the box around both)
+
+
+def sides_plausible(
+    probs: torch.Tensor | np.ndarray,
+    shape: Sequence[int],
+    spacing: Sequence[float],
+    threshold: float = COARSE_THRESHOLD,
+) -> bool:
+    """Whether each side's largest detection in (2, d, h, w) ``probs`` (a coarse grid over a
+    full-resolution ``shape`` of voxel size ``spacing``) sits where a head's hippocampus can:
+    the left one left of the right one, their centres within ``MAX_SIDE_OFFSET_MM`` of each
+    other from front to back and from top to bottom.
+
+    Example:
+        >>> p = torch.zeros(2, 10, 10, 10); p[0, 2, 4, 4] = p[1, 7, 4, 4] = 0.9
+        >>> sides_plausible(p, (40, 40, 40), (1.0, 1.0, 1.0))
+        True
+        >>> p[1] = 0; p[1, 7, 4, 9] = 0.9  # 20 voxels higher: 20 mm
+        >>> sides_plausible(p, (40, 40, 40), (1.5, 1.5, 1.5))
+        False
+    """
+    probs = torch.as_tensor(probs).float().cpu().numpy()
+    centres = []
+    for side in probs:
+        found = side > threshold
+        if not found.any():
+            return False
+        centre = np.array(ndimage.center_of_mass(_largest(found)))
+        scale = np.array(shape) / np.array(found.shape) * np.array(spacing)
+        centres.append((centre + 0.5) * scale)
+    left, right = centres
+    return bool(left[0] < right[0] and np.all(np.abs(left[1:] - right[1:]) <= MAX_SIDE_OFFSET_MM))
 
 
 def _size(box: Box) -> int:

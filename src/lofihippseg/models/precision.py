@@ -91,3 +91,36 @@ def at_precision(net: nn.Module, dtype: torch.dtype) -> nn.Module:
                 nn.Parameter(converted, requires_grad=False) if is_param else converted
             )
     return AtPrecision(copy.deepcopy(net, memo), dtype)
+
+
+def autocast_dtype(device_type: str, amp: bool = True) -> torch.dtype | None:
+    """The dtype training (and its validation) autocasts to: float16 on CUDA, bfloat16 on a
+    CPU that computes it natively (``cpu_bfloat16_native``), None (float32) otherwise or
+    without ``amp``. bfloat16 keeps float32's exponent range: no loss scaling is needed.
+
+    Example:
+        >>> autocast_dtype("cuda"), autocast_dtype("cpu", amp=False)
+        (torch.float16, None)
+    """
+    if not amp:
+        return None
+    if device_type == "cuda":
+        return torch.float16
+    if device_type == "cpu" and cpu_bfloat16_native():
+        return torch.bfloat16
+    return None
+
+
+def precision_name(device_type: str, amp: bool = True) -> str:
+    """What ``autocast_dtype`` chooses, in words (for plans and logs).
+
+    Example:
+        >>> precision_name("cpu", amp=False)
+        'float32 (--no-amp)'
+    """
+    dtype = autocast_dtype(device_type, amp)
+    if dtype is torch.float16:
+        return "float16 autocast with loss scaling (CUDA)"
+    if dtype is torch.bfloat16:
+        return "bfloat16 autocast (this CPU computes it natively)"
+    return "float32 (--no-amp)" if not amp else "float32 (this CPU has no native bfloat16)"

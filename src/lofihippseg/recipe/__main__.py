@@ -30,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-scale", type=int, default=1, help="multiply batches")
     p.add_argument("--device", default="cpu", help="training device: cpu, cuda, auto")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (1)")
+    p.add_argument("--until", default=None, help="run: stop after this stage (e.g. localiser)")
     p.add_argument(
         "--timings",
         type=Path,
@@ -63,11 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
 
         log(plan.describe(plan.campaign_plan(recipe, a.out, a.timings)))
-        bundle = campaign.run_campaign(recipe, a.out, log)
+        bundle = campaign.run_campaign(recipe, a.out, log, a.until)
     except LoFiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(bundle.resolve())
+    print(bundle.resolve() if bundle else f"stopped after {a.until}")
     return 0
 
 

@@ -48,6 +48,7 @@ class StageContext:
     device: str
     log: Callable[[str], None]
     timing: dict[str, Any] = field(default_factory=dict)
+    ixi: Path | None = None
 
     def path(self, value: str) -> Path:
         """A recipe path: ``stage:NAME`` is that stage's folder, else relative to the repo."""
@@ -126,17 +127,39 @@ def stage_pool(ctx: StageContext, p: dict) -> dict:
     }
 
 
+def stage_ixi_split(ctx: StageContext, p: dict) -> dict:
+    """The real IXI heads' seeded split and their hippocampus label maps (1 left, 2 right)."""
+    from lofihippseg.recipe import real_heads
+
+    if ctx.ixi is None:
+        return {"skipped": "no IXI heads (data.ixi absent): nothing is trained on real heads"}
+    t = time.perf_counter()
+    record = real_heads.write(
+        ctx.ixi, ctx.folder, p["seed"], p["held_out"], p["n_val"], p.get("limit", 0)
+    )
+    ctx.timing.update(unit="head", units=record["written"], seconds=time.perf_counter() - t)
+    return record
+
+
 def stage_localiser(ctx: StageContext, p: dict) -> dict:
-    """The 4 mm whole-head localiser, trained on the pool."""
+    """The 4 mm whole-head localiser, trained on the pool (and the real heads' training part)."""
     from lofihippseg.config import read_json_settings
     from lofihippseg.io.datasets import discover_cases, read_case_list
     from lofihippseg.models.registry import LocaliserSpec, spec_from_dict
+    from lofihippseg.recipe import real_heads
     from lofihippseg.training.localiser import LocaliserConfig, train_localiser
 
     pool = ctx.path(p["pool"]) / "pool"
     cases = {c.case_id: c for c in discover_cases(pool)}
     train = [cases[i] for i in read_case_list(pool / "train.list")]
     val = [cases[i] for i in read_case_list(pool / "val.list")]
+    real = p.get("real")
+    n_real = {"train": 0, "val": 0}
+    if real and "skipped" not in ctx.records.get(real.removeprefix("stage:"), {}):
+        for part, into in (("train", train), ("val", val)):
+            heads = real_heads.cases(ctx.path(real), part)
+            into.extend(heads * int(p.get("real_repeat", 1)) if part == "train" else heads)
+            n_real[part] = len(heads)
     fine = spec_from_dict(read_json_settings(ctx.path(p["fine_config"]))["model"])
     config = LocaliserConfig(
         iterations=p["iterations"], batch_size=p["batch"], seed=p["seed"], val_every=p["every"]
@@ -152,7 +175,12 @@ def stage_localiser(ctx: StageContext, p: dict) -> dict:
     train_localiser(train, val, ctx.folder, fine, LocaliserSpec(), config, log)
     if measured:
         ctx.timing.update(unit="iteration", per_unit=measured[-1], how="the localiser's loop")
-    return {"iterations": p["iterations"], "seed": p["seed"], "batch": p["batch"]}
+    return {
+        "iterations": p["iterations"],
+        "seed": p["seed"],
+        "batch": p["batch"],
+        "real_heads": n_real,
+    }
 
 
 def _pair_config(ctx: StageContext, p: dict):
@@ -381,6 +409,7 @@ def stage_card(ctx: StageContext, p: dict) -> dict:
 
 STAGES: dict[str, Callable[[StageContext, dict], dict]] = {
     "msd_split": stage_msd_split,
+    "ixi_split": stage_ixi_split,
     "pool": stage_pool,
     "localiser": stage_localiser,
     "pair": stage_pair,
@@ -425,6 +454,17 @@ def stage_folders(recipe: dict, out: Path) -> dict[str, Path]:
     return {name: out / f"{i:02d}_{name}" for i, name in enumerate(recipe["stages"], 1)}
 
 
+def _ixi_path(recipe: dict) -> Path | None:
+    """The real IXI heads (``data.ixi``), None where absent and not required."""
+    data = recipe.get("data", {})
+    ixi = _repo_path(data.get("ixi"))
+    if ixi is None or not (ixi / "t1").is_dir():
+        if data.get("require_ixi", False):
+            raise LoFiError(f"{ixi}: no IXI heads (data.ixi of the recipe; t1/ missing)")
+        return None
+    return ixi
+
+
 def _data_paths(recipe: dict, out: Path) -> tuple[Path | None, Path | None]:
     data = recipe.get("data", {})
     maps = _repo_path(data.get("maps"))
@@ -452,8 +492,11 @@ def _packaged_maps(out: Path) -> Path:
     return folder
 
 
-def run_campaign(recipe: dict, out: Path, log: Callable[[str], None] = print) -> Path:
-    """Run (or continue) every stage; returns the bundle's path.
+def run_campaign(
+    recipe: dict, out: Path, log: Callable[[str], None] = print, until: str | None = None
+) -> Path | None:
+    """Run (or continue) every stage (up to and including ``until``); returns the bundle's
+    path (None when ``until`` stopped the campaign before the export).
 
     Raises:
         LoFiError: missing data, a done stage whose settings changed, a stage's own errors.
@@ -461,7 +504,10 @@ def run_campaign(recipe: dict, out: Path, log: Callable[[str], None] = print) ->
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "recipe_as_run.json", json.dumps(recipe, indent=1))
     maps, msd = _data_paths(recipe, out)
+    ixi = _ixi_path(recipe)
     folders = stage_folders(recipe, out)
+    if until is not None and until not in folders:
+        raise LoFiError(f"--until {until}: the recipe has no such stage ({', '.join(folders)})")
     records: dict[str, dict] = {}
     hashes: dict[str, str] = {}
     for name, stage in recipe["stages"].items():
@@ -477,11 +523,14 @@ def run_campaign(recipe: dict, out: Path, log: Callable[[str], None] = print) ->
                 )
             log(f"[{name}] done before ({done.get('seconds', 0):.0f} s); skipped")
             records[name], hashes[name] = done["record"], digest
+            if name == until:
+                return None
             continue
         folder.mkdir(parents=True, exist_ok=True)
         ctx = StageContext(
-            name, folder, recipe, folders, records, maps, msd, recipe["run"]["device"], log
-        )
+            name, folder, recipe, folders, records, maps, msd, recipe["run"]["device"], log,
+            ixi=ixi,
+        )  # fmt: skip
         log(f"[{name}] {stage['kind']} starts in {folder}")
         t = time.perf_counter()
         record = STAGES[stage["kind"]](ctx, {k: v for k, v in stage.items() if k != "kind"})
@@ -504,6 +553,8 @@ def run_campaign(recipe: dict, out: Path, log: Callable[[str], None] = print) ->
         )
         log(f"[{name}] done in {seconds:.0f} s")
         records[name], hashes[name] = record, digest
+        if name == until:
+            return None
     export = [n for n, s in recipe["stages"].items() if s["kind"] == "export"]
     if not export:
         raise LoFiError("the recipe has no export stage")

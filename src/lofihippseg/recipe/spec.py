@@ -25,8 +25,8 @@ from lofihippseg.errors import LoFiError
 
 REPO = Path(__file__).resolve().parents[3]
 RECIPE = REPO / "release" / "recipe.toml"
-KINDS = ("msd_split", "pool", "localiser", "pair", "assemble", "refiner_data", "refiner",
-         "quality", "export", "card")  # fmt: skip
+KINDS = ("msd_split", "ixi_split", "pool", "localiser", "pair", "assemble", "refiner_data",
+         "refiner", "quality", "export", "card")  # fmt: skip
 SCALED = ("iterations", "count")  # stage keys the scale knob multiplies
 
 

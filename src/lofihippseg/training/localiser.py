@@ -26,6 +26,7 @@ from scipy import ndimage
 from lofihippseg.io.atomic import atomic_path
 from lofihippseg.io.datasets import Case
 from lofihippseg.io.nifti import load_image, load_label
+from lofihippseg.models.precision import autocast_dtype, precision_name
 from lofihippseg.models.registry import LocaliserSpec, ModelSpec, build_localiser, safe_torch_load
 from lofihippseg.models.vnet import SIZE_MULTIPLE
 from lofihippseg.preprocessing.prepare import crop_and_normalise
@@ -52,6 +53,8 @@ class LocaliserConfig:
             1,000 coarse voxels; without it the network first learns to say "none" everywhere).
         seed: random seed.
         val_every: iterations between validations (and checkpoints).
+        amp: bfloat16 autocast on a CPU that computes it natively, float16 on CUDA
+            (``models.precision.autocast_dtype``); off: float32.
     """
 
     size: tuple[int, int, int] = (48, 64, 64)
@@ -64,6 +67,7 @@ class LocaliserConfig:
     pos_weight: float = 20.0
     seed: int = 0
     val_every: int = 50
+    amp: bool = True
 
     def __post_init__(self) -> None:
         if any(n % SIZE_MULTIPLE for n in self.size):
@@ -208,13 +212,17 @@ def train_localiser(
     log(f"{len(train_cases)} training and {len(val_cases)} validation heads on the "
         f"{spec.mm:g} mm grid in {time.perf_counter() - t:.0f} s")  # fmt: skip
     net.train()
+    dtype = autocast_dtype("cpu", config.amp)
+    log(f"precision: {precision_name('cpu', config.amp)}")
     t = time.perf_counter()
     for it in range(start, config.iterations):
         lr = 0.5 * config.lr * (1 + math.cos(math.pi * it / config.iterations))
         for group in opt.param_groups:
             group["lr"] = lr
         image, target = sample_batch(train_cases, config, rng)
-        loss = localiser_loss(net(image), target, config.pos_weight)
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = net(image)
+        loss = localiser_loss(logits.float(), target, config.pos_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

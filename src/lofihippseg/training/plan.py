@@ -25,6 +25,7 @@ from statistics import median
 import numpy as np
 
 from lofihippseg.errors import LoFiError
+from lofihippseg.models.precision import precision_name
 
 BYTES_PER_VOXEL_FILTER = 160.0  # two VNets + SGD state, fp32 training, per voxel x filter
 CRITIC_BYTES_PER_VOXEL = 4800.0  # full-resolution critic passes, per voxel of the batch
@@ -227,9 +228,9 @@ def plan_recipe(
         >>> plan_recipe(fp, DeviceBudget("cpu", 2, 20.0)).patch_size
         (48, 64, 48)
     """
-    reasons = []
     gpu = budget.kind == "cuda"
-    amp = amp and gpu
+    reasons = [f"precision: {precision_name(budget.kind, amp)}"]
+    amp = amp and gpu  # the memory model's fp16 activations
     shape = fp.median_shape
     patch = [_round_up16(s) for s in shape]
     cap = RELEASED_PATCH if gpu else 64

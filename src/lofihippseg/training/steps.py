@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from lofihippseg.errors import LoFiError
+from lofihippseg.models.precision import autocast_dtype
 from lofihippseg.training.critic_sampling import (
     critic_on_points,
     gate_logits,
@@ -147,7 +148,8 @@ def train_step(
         batch: ``image`` (B, 1, D, H, W), ``label`` (B, D, H, W), optional ``view2``.
         cfg: loss weights and switches.
         ctx: distributed context (device, ranks).
-        amp: fp16 autocast + loss scaling (CUDA only).
+        amp: mixed precision (``models.precision.autocast_dtype``): float16 autocast with
+            loss scaling on CUDA, bfloat16 autocast on a CPU that computes it natively.
         single_view: train network 1 only.
         mutual_scale: ramp-up factor of the mutual weight (see ``LossConfig.mutual_scale``).
         generator: draws the critic's voxel samples (on the training device); the loop seeds
@@ -166,11 +168,12 @@ def train_step(
     label = batch["label"].to(device, non_blocking=True)
     reduce = sum_reducer(ctx)
     critic = state.critic if cfg.needs_critic else None
-    amp = amp and device.type == "cuda"
+    dtype = autocast_dtype(device.type, amp)
+    amp, dtype = dtype is not None, dtype or torch.float32
     terms: dict[str, torch.Tensor] = {}
 
     _set_requires_grad(state.critic, False)
-    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+    with torch.autocast(device.type, dtype=dtype, enabled=amp):
         logits1 = state.vnet1(image)
         logits2 = None if single_view else state.vnet2(view2)
         p1 = torch.sigmoid(logits1.float())
@@ -201,7 +204,7 @@ def train_step(
         _set_requires_grad(state.critic, True)
         state.opt_critic.zero_grad(set_to_none=True)
         fake = p1.detach() if p2 is None else torch.cat([p1.detach(), p2.detach()])
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        with torch.autocast(device.type, dtype=dtype, enabled=amp):
             real_logits, _ = _critic_logits(state.critic, target, cfg.critic_fraction, generator)
             fake_logits, _ = _critic_logits(state.critic, fake, cfg.critic_fraction, generator)
             loss_c = critic_loss(real_logits, fake_logits)

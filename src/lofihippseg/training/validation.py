@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from lofihippseg.models.onednn import prefer_onednn
+from lofihippseg.models.precision import autocast_dtype
 from lofihippseg.models.vnet import SIZE_MULTIPLE
 from lofihippseg.preprocessing.crop import pad_to_multiple
 from lofihippseg.training.data import PreparedCase
@@ -41,7 +42,11 @@ def probabilities(
     x = torch.from_numpy(padded)[None, None].to(device)
     with (
         torch.no_grad(),
-        torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"),
+        torch.autocast(
+            device.type,
+            dtype=autocast_dtype(device.type, amp) or torch.float32,
+            enabled=autocast_dtype(device.type, amp) is not None,
+        ),
     ):
         if padded.size <= max_voxels:
             logits = net(x)
