@@ -83,7 +83,7 @@ def dicom_run(tree, tmp_path_factory):
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     run = subprocess.run(
         [sys.executable, "-m", "lofihippseg", "predict", str(tree), "-o", str(out)]
-        + ["--dicom-seg", "--quiet"],
+        + ["--dicom-seg", "--quiet", "--report"],
         capture_output=True,
         text=True,
         env=env,
@@ -104,6 +104,7 @@ def test_series_found_skipped_and_named(dicom_run):
     assert "(series 9 'CT head'): not an MR series (modality CT)" in text
     assert (out / "S003_T2_AXI_hipp.nii.gz").is_file()
     assert sorted(p.name for p in out.glob("*_seg.dcm")) == ["S003_T2_AXI_seg.dcm"]
+    assert (out / "report.html").is_file()  # searched for patient data below
 
 
 def test_same_labels_and_volumes_as_nifti(dicom_run, tree, tmp_path):

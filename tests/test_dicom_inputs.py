@@ -8,6 +8,7 @@ the label of its own intensity (any shift, flip or transposition would break tha
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -208,6 +209,9 @@ def test_session_stacks_in_one_folder_with_a_seg_per_stack(tmp_path, capsys):
     assert "S003_S004_S005_stacks ok" in stdout
     series, _ = find_series([root])
     stacks = [s for s in series if s.skip is None]
+    sidecar = json.loads((out / "S003_S004_S005_stacks_hipp.json").read_text())
+    assert [r["header"]["SeriesNumber"] for r in sidecar["dicom"]["stacks"]] == [3, 4, 5]
+    assert "series 4 'T2 COR'" in sidecar["input"]
     for i, s in enumerate(stacks):
         labels = nib.load(str(out / f"S003_S004_S005_stacks_hipp_stack{i + 1}.nii.gz"))
         seg = hd.seg.segread(out / f"S003_S004_S005_stacks_stack{i + 1}_seg.dcm")

@@ -189,14 +189,25 @@ def dicom_sidecar(series: DicomSeries, converter: str) -> dict[str, Any]:
 class DicomLayout(FlatLayout):
     """``predict``'s flat layout; DICOM cases get their series' record in the sidecar."""
 
-    def __init__(self, conversion: Conversion, lisa_names: bool = False) -> None:
+    def __init__(
+        self, conversion: Conversion, lisa_names: bool = False, stacks: bool = False
+    ) -> None:
         super().__init__(lisa_names)
         self.conversion = conversion
+        self.stacks = stacks
 
     def sidecar_extra(self, case: str, path: Path) -> dict[str, Any]:
-        """The series' non-identifying record (``input`` names the series, not the temp)."""
+        """The series' non-identifying record (``input`` names the series, not the temp); for
+        a session's stacks, every stack's."""
+        converter = self.conversion.converter
+        if self.stacks:
+            records = [dicom_sidecar(s, converter) for s in self.conversion.converted.values()]
+            return {
+                "input": "; ".join(r["input"] for r in records),
+                "dicom": {"stacks": [r["dicom"] for r in records]},
+            }
         series = self.conversion.converted.get(Path(path))
-        return {} if series is None else dicom_sidecar(series, self.conversion.converter)
+        return {} if series is None else dicom_sidecar(series, converter)
 
 
 def seg_paths(out_dir: Path, case: str) -> dict[str, Path]:
@@ -427,7 +438,7 @@ def predict_dicom_stacks(
     try:
         paths = [convert_series(s, conversion.work, binary) for s in stacks]
         conversion.converted = dict(zip(paths, stacks, strict=True))
-        layout = DicomLayout(conversion, settings.lisa_names)
+        layout = DicomLayout(conversion, settings.lisa_names, stacks=True)
         case = "_".join(f"S{s.number:03d}" for s in stacks) + "_stacks"
         result = predict_stacks(paths, out_dir, model, settings, stack_settings, layout, case)
         result.input = Path(stacks[0].label)
