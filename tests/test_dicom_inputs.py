@@ -29,6 +29,7 @@ from dicom_fixtures import (  # noqa: E402
 )
 
 import lofihippseg  # noqa: E402
+from lofihippseg.errors import LoFiError  # noqa: E402
 from lofihippseg.io.dicom import find_series, header_fields  # noqa: E402
 from lofihippseg.io.dicom_seg import build_seg  # noqa: E402
 from lofihippseg.workflows.dicom import convert_inputs  # noqa: E402
@@ -236,3 +237,18 @@ def test_stacks_of_two_studies_one_line(tmp_path, capsys):
     line = one_error_line(err)
     assert code == 2 and "series of 2 different studies; --stacks takes one session's" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_without_the_extra_one_line_says_what_to_install(tmp_path, monkeypatch, capsys):
+    import sys
+
+    import lofihippseg.io.dicom as dicom
+
+    write_series(tmp_path / "in", _random_volume((8, 8, 4)), np.eye(4))
+    monkeypatch.setitem(sys.modules, "pydicom", None)  # import pydicom now fails
+    with pytest.raises(LoFiError, match=r'pip install "lofihippseg\[dicom\]"'):
+        dicom.find_series([tmp_path / "in"])
+    monkeypatch.setitem(sys.modules, "dcm2niix", None)
+    monkeypatch.setattr(dicom.shutil, "which", lambda name: None)
+    code, _, err = run_cli(["predict", tmp_path / "in", "-o", tmp_path / "out"], capsys)
+    assert code == 2 and "needs the dcm2niix converter" in one_error_line(err)

@@ -63,6 +63,11 @@ def _dicom_inputs(inputs: list[str], stacks: bool, dicom_seg: bool) -> bool:
     if stacks and dicom and len(dicom) != len(inputs):
         other = next(i for i in inputs if i not in dicom)
         raise LoFiError(f"{other}: --stacks takes either DICOM folders or NIfTI stacks, not both")
+    if dicom:  # a missing [dicom] extra says so before the model loads
+        from lofihippseg.io.dicom import dcm2niix_binary, require_pydicom
+
+        require_pydicom()
+        dcm2niix_binary()
     return bool(dicom)
 
 
