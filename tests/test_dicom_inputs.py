@@ -248,7 +248,12 @@ def test_without_the_extra_one_line_says_what_to_install(tmp_path, monkeypatch, 
     monkeypatch.setitem(sys.modules, "pydicom", None)  # import pydicom now fails
     with pytest.raises(LoFiError, match=r'pip install "lofihippseg\[dicom\]"'):
         dicom.find_series([tmp_path / "in"])
+    args = ["predict", tmp_path / "in", "-o", tmp_path / "out"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "DICOM input needs pydicom; install" in one_error_line(err)
+    monkeypatch.setitem(sys.modules, "pydicom", pydicom)
     monkeypatch.setitem(sys.modules, "dcm2niix", None)
     monkeypatch.setattr(dicom.shutil, "which", lambda name: None)
-    code, _, err = run_cli(["predict", tmp_path / "in", "-o", tmp_path / "out"], capsys)
-    assert code == 2 and "needs the dcm2niix converter" in one_error_line(err)
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "needs the dcm2niix converter; install" in one_error_line(err)
+    assert not (tmp_path / "out").exists()
