@@ -1,6 +1,6 @@
 """Validate the per-side quality estimate on held-back scans, beside the plain signals.
 
-Reads the tables ``python -m lofihippseg.quality.train`` built (``WORK/train``: maps 01-13 and
+Reads the tables ``python -m lofihippseg.recipe.quality_fit`` built (``WORK/train``: maps 01-13 and
 MSD training crops; ``WORK/held``: maps 14-16 under every contrast, degraded variants, MSD test
 crops), recomputes the features from the saved cases (``--recompute``, after features changed)
 and prints, per side on the held-back table:
@@ -37,7 +37,7 @@ from lofihippseg.inference.model_loading import DEFAULT_MODEL
 from lofihippseg.preprocessing.crop import CROP_MAX_WIDTH_MM
 from lofihippseg.quality.estimator import QualityEstimator, estimator_path
 from lofihippseg.quality.features import case_features
-from lofihippseg.quality.train import GOOD, LOW, figures, load_rows, matrix, reliability
+from lofihippseg.recipe.quality_fit import GOOD, LOW, figures, load_rows, matrix, reliability
 from lofihippseg.reporting.status import StatusRules, case_status, side_review_reasons
 
 ROOT = Path(__file__).resolve().parents[1]

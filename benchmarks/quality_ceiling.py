@@ -3,7 +3,7 @@
 Issue 34 asks, on the held-back sides, for an AUC >= 0.95 for finding sides with Dice < 0.6 and a
 review flag that catches 90 % of them while flagging <= 10 % of sides at or above 0.7. Three
 measurements of what the available signals allow, on the tables ``python -m
-lofihippseg.quality.train`` builds (``WORK/train``, ``WORK/held``, with saved cases):
+lofihippseg.recipe.quality_fit`` builds (``WORK/train``, ``WORK/held``, with saved cases):
 
 - ``features``: each per-side feature alone, then linear fits of all of them, as a Dice
   regression (ridge) and as a classifier of sides under 0.6 against sides at or above 0.7
@@ -21,7 +21,7 @@ lofihippseg.quality.train`` builds (``WORK/train``, ``WORK/held``, with saved ca
 - ``learning-curve``: the shipped fit on a third, half, three quarters and all of the training
   table's cases (3 draws each): whether more scans of the training anatomy would help.
 
-Each prints the issue's figures (``quality.train.figures``; catch and false flags at the
+Each prints the issue's figures (``recipe.quality_fit.figures``; catch and false flags at the
 threshold that catches 90 % of the held-back sides under 0.6, i.e. the best any threshold
 could do).
 
@@ -43,10 +43,10 @@ from scipy import ndimage, stats
 
 from lofihippseg.inference.model_loading import DEFAULT_MODEL
 from lofihippseg.metrics.overlap import mask_dice
-from lofihippseg.quality.dataset import iter_saved
 from lofihippseg.quality.estimator import QualityEstimator, estimator_path
 from lofihippseg.quality.features import FEATURES
-from lofihippseg.quality.train import GOOD, LOW, figures, load_rows, matrix, review_threshold
+from lofihippseg.recipe.quality_data import iter_saved
+from lofihippseg.recipe.quality_fit import GOOD, LOW, figures, load_rows, matrix, review_threshold
 
 CUBE = 48  # mm (1 mm voxels): a hippocampus (about 40 x 20 x 20 mm) and its surroundings
 
@@ -127,7 +127,7 @@ def run_second_opinion(work: Path, out: Path) -> None:
     from lofihippseg.inference.model_loading import load_model
     from lofihippseg.inference.predictor import Predictor
     from lofihippseg.inference.settings import PredictSettings
-    from lofihippseg.quality.dataset import QualityData, plan, read_case
+    from lofihippseg.recipe.quality_data import QualityData, plan, read_case
 
     spec = json.loads((work / "held" / "data.json").read_text())
     data = QualityData(**{**spec, "maps": Path(spec["maps"])})
@@ -270,7 +270,7 @@ def run_image_network(work: Path, epochs: int, seed: int) -> None:
 
 
 def run_learning_curve(work: Path) -> None:
-    from lofihippseg.quality.train import FitSettings, fit_rows, validate
+    from lofihippseg.recipe.quality_fit import FitSettings, fit_rows, validate
 
     rows, held = load_rows(work / "train"), load_rows(work / "held")
     cases = sorted({r["case"] for r in rows})

@@ -14,17 +14,7 @@ from conftest import shared_path
 
 from lofihippseg.errors import LoFiError
 from lofihippseg.inference.api import predict
-from lofihippseg.quality import degrade
 from lofihippseg.quality.assess import side_quality
-from lofihippseg.quality.dataset import (
-    QualityData,
-    contrast_config,
-    head_map_index,
-    label_maps,
-    plan,
-    read_table,
-    true_dice,
-)
 from lofihippseg.quality.estimator import (
     QualityEstimator,
     Trees,
@@ -33,7 +23,17 @@ from lofihippseg.quality.estimator import (
     find_estimator,
 )
 from lofihippseg.quality.features import FEATURES, case_features
-from lofihippseg.quality.train import (
+from lofihippseg.recipe import quality_degrade
+from lofihippseg.recipe.quality_data import (
+    QualityData,
+    contrast_config,
+    head_map_index,
+    label_maps,
+    plan,
+    read_table,
+    true_dice,
+)
+from lofihippseg.recipe.quality_fit import (
     FitSettings,
     auc,
     figures,
@@ -272,11 +272,11 @@ def test_degradations_keep_labels_on_the_image_grid():
     img = rng.random((30, 32, 28)).astype(np.float32)
     lab = np.zeros(img.shape, np.uint8)
     lab[10:20, 12:20, 10:18] = 1
-    for name, fn in degrade.DEGRADATIONS.items():
+    for name, fn in quality_degrade.DEGRADATIONS.items():
         out, out_lab, aff = fn(img, lab, np.eye(4), np.random.default_rng(1))
         assert out.shape == out_lab.shape, name
         assert 0.0 <= out.min() and out.max() <= 1.0 + 1e-6, name
-    cut, cut_lab, aff = degrade.partial(img, lab, np.eye(4), np.random.default_rng(2))
+    cut, cut_lab, aff = quality_degrade.partial(img, lab, np.eye(4), np.random.default_rng(2))
     assert 0 < cut_lab.sum() < lab.sum()  # the field of view ends inside the hippocampus
 
 
@@ -313,7 +313,7 @@ def test_build_table_on_two_real_heads(tmp_path):
     from lofihippseg.inference.model_loading import load_model
     from lofihippseg.inference.predictor import Predictor
     from lofihippseg.inference.settings import PredictSettings
-    from lofihippseg.quality.dataset import build_table, read_table
+    from lofihippseg.recipe.quality_data import build_table, read_table
 
     predictor = Predictor(load_model(None), PredictSettings(device="cpu", threads=1))
     data = QualityData(maps, n_heads=2, seed=5)
@@ -349,7 +349,7 @@ def test_bids_volumes_table_has_the_quality_columns(tmp_path):
 
 
 def test_fit_quality_estimator_writes_a_file_for_its_bundle(tmp_path):
-    from lofihippseg.quality.train import fit_quality_estimator
+    from lofihippseg.recipe.quality_fit import fit_quality_estimator
 
     rng = np.random.default_rng(2)
     for part, n in (("train", 60), ("held", 20)):

@@ -3,7 +3,7 @@
 Everything here comes from what any predict keeps: the label map, the two views' and the fused
 probability maps in their box, the scan and its voxel size, and optional ``Prediction.info``
 keys (absent -> a neutral value), so the features survive a leaner predict. The estimator is
-refitted on them whenever the model or predict changes (``quality.train``).
+refitted on them whenever the model or predict changes (``recipe.quality_fit``).
 
 Per side (label 1 = left, channel 0; label 2 = right, channel 1):
 

@@ -324,11 +324,11 @@ def stage_quality(ctx: StageContext, p: dict) -> dict:
     """The bundle's per-side quality estimator (``lofihippseg.quality``), beside the bundle."""
     import importlib.util
 
-    if importlib.util.find_spec("lofihippseg.quality.train") is None:
+    if importlib.util.find_spec("lofihippseg.recipe.quality_fit") is None:
         return {"estimator": None, "note": "no estimator yet: lofihippseg.quality is absent"}
-    from lofihippseg.quality.dataset import QualityData
     from lofihippseg.quality.estimator import estimator_path
-    from lofihippseg.quality.train import FitSettings, fit_quality_estimator
+    from lofihippseg.recipe.quality_data import QualityData
+    from lofihippseg.recipe.quality_fit import FitSettings, fit_quality_estimator
 
     bundle = ctx.path(p["model"]) / BUNDLE_NAME
     msd = str(ctx.msd) if ctx.msd else None  # a string: the estimator's meta is JSON

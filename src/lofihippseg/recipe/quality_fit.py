@@ -1,6 +1,6 @@
 """Fit (and validate) the quality estimator of one model bundle: rerunnable, one command.
 
-1. Build the training table (``quality.dataset``): the model predicts synthetic heads of maps
+1. Build the training table (``recipe.quality_data``): the model predicts synthetic heads of maps
    01-13 under every contrast the generator makes, degraded ones, and the MSD training crops;
    each side's features beside its true Dice (resumable: ``WORK/train/table.jsonl``).
 2. Fit small gradient-boosted regression trees (numpy, squared error on Dice) on a few
@@ -13,7 +13,7 @@
 4. Write ``MODEL.quality.json`` beside the bundle with the bundle's sha256.
 
 Example:
-    OMP_NUM_THREADS=1 python -m lofihippseg.quality.train \\
+    OMP_NUM_THREADS=1 python -m lofihippseg.recipe.quality_fit \\
         --maps ../shared/data/synthseg_label_maps --msd ../shared/data/msd_hippocampus \\
         --work runs/quality --n-heads 300 --n-held 150
 """
@@ -35,9 +35,9 @@ from scipy import stats
 
 from lofihippseg import __version__
 from lofihippseg.errors import LoFiError
-from lofihippseg.quality.dataset import QualityData, build_table, iter_saved, read_table
 from lofihippseg.quality.estimator import QualityEstimator, Trees, estimator_path, file_sha256
 from lofihippseg.quality.features import FEATURES, as_vector
+from lofihippseg.recipe.quality_data import QualityData, build_table, iter_saved, read_table
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ def load_rows(folder: Path, recompute: bool = False) -> list[dict[str, Any]]:
     ]
     if not recompute:
         return rows
-    from lofihippseg.quality.dataset import saved_features
+    from lofihippseg.recipe.quality_data import saved_features
 
     fresh = {case: saved_features(arrays) for case, arrays in iter_saved(Path(folder))}
     for row in rows:
@@ -441,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lofihippseg.inference.model_loading import DEFAULT_MODEL
 
     p = argparse.ArgumentParser(
-        prog="python -m lofihippseg.quality.train", description=__doc__.split("\n\n")[0]
+        prog="python -m lofihippseg.recipe.quality_fit", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model bundle (.pt)")
     p.add_argument("--out", type=Path, default=None, help="default: MODEL.quality.json")

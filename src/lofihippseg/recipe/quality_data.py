@@ -8,7 +8,7 @@ seeds, so a table is rebuilt exactly):
   generator makes (``CONTRASTS``: its low-field T2 priors, T1-like priors, fully random
   per-label contrast), with its randomised acquisition (1-3 mm single stacks among the
   Hyperfine stacks); a quarter resampled to 1-2 mm voxels; ``p_degraded`` of them degraded
-  (``quality.degrade``);
+  (``recipe.quality_degrade``);
 - MSD hippocampus crops (``msd_split``: ``train`` or ``test`` of ``release/msd_split.py``'s
   seeded split), every second one mirrored left-right; a crop holds one unsided hippocampus,
   so its one row is the side the model labelled most, scored against the crop's whole label.
@@ -38,8 +38,8 @@ from lofihippseg.inference.predictor import Prediction, Predictor
 from lofihippseg.io.nifti import Volume, load_image, load_label, save_volume
 from lofihippseg.metrics.overlap import mask_dice
 from lofihippseg.preprocessing.resample import resample_labelled
-from lofihippseg.quality.degrade import DEGRADATIONS
 from lofihippseg.quality.features import SIDES, case_features
+from lofihippseg.recipe.quality_degrade import DEGRADATIONS
 from lofihippseg.synth.config import SynthConfig
 from lofihippseg.synth.dataset import save_scaled_image
 
