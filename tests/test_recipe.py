@@ -211,6 +211,23 @@ def test_a_rebuilt_bundle_ships_only_when_no_worse_on_every_set():
     assert not no_worse_than({"sets": {}}, shipped)["all"]  # nothing compared: not shown better
 
 
+def test_the_card_holds_the_real_heads_and_refuses_a_bundle_worse_there():
+    from lofihippseg.recipe.card import card_table, no_worse_than
+
+    heads = {"n": 30, "dice_left": 0.85, "dice_right": 0.86, "hd95_left": 1.9,
+             "hd95_right": 1.8, "volume_ratio_median": 0.97, "plausible": 30, "both_found": 30,
+             "seconds_median": 0.6}  # fmt: skip
+    shipped = {"sets": {}, "real_heads": heads, "t1_head": {"left_ml": 3.0, "right_ml": 3.1,
+               "left_on_left": True, "seconds": 0.5}}  # fmt: skip
+    rebuilt = json.loads(json.dumps(shipped))
+    assert no_worse_than(rebuilt, shipped)["all"]
+    rebuilt["real_heads"]["dice_right"] = 0.80  # worse on the real heads only: not shipped
+    verdict = no_worse_than(rebuilt, shipped)
+    assert not verdict["all"] and not verdict["sets"]["real_heads"]["ok"]
+    table = card_table(shipped)
+    assert "held-back real IXI T1 heads (30; both sides found 30) | 0.850 | 0.860 |" in table
+
+
 @pytest.mark.slow
 def test_smoke_campaign_end_to_end(tmp_path):
     """Every stage at toy scale (what `make model-smoke` runs; several minutes)."""

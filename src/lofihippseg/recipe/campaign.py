@@ -381,13 +381,19 @@ def stage_export(ctx: StageContext, p: dict) -> dict:
 
 def stage_card(ctx: StageContext, p: dict) -> dict:
     """The card's figures, through predict's own path (``recipe.card.card_figures``)."""
+    from lofihippseg.recipe import real_heads
     from lofihippseg.recipe.card import card_figures, card_table, no_worse_than
 
     msd_test = ctx.folders["msd"] / "test" if "test" in ctx.records.get("msd", {}) else None
     model = ctx.path(p["model"]) / BUNDLE_NAME
+    heads = []
+    real = p.get("real")
+    if real and "skipped" not in ctx.records.get(real.removeprefix("stage:"), {}):
+        heads = real_heads.cases(ctx.path(real), "held")
     figures = card_figures(
-        model, ctx.maps, p["n"], p["seed"], msd_test, p.get("msd_limit", 0), log=ctx.log
-    )
+        model, ctx.maps, p["n"], p["seed"], msd_test, p.get("msd_limit", 0), log=ctx.log,
+        real_heads=heads,
+    )  # fmt: skip
     sets = len(figures.get("sets", {})) * p["n"]
     crops = sum(f["n"] for f in figures.get("msd", {}).values())
     ctx.timing.update(unit="prediction", units=sets + crops + 2)
@@ -395,7 +401,7 @@ def stage_card(ctx: StageContext, p: dict) -> dict:
     tables = card_table(figures, str(model))
     if p.get("compare_shipped"):  # the same scans through the shipped bundle: ship or not
         shipped = card_figures(None, ctx.maps, p["n"], p["seed"], msd_test,
-                               p.get("msd_limit", 0), log=ctx.log)  # fmt: skip
+                               p.get("msd_limit", 0), log=ctx.log, real_heads=heads)  # fmt: skip
         verdict = no_worse_than(figures, shipped)
         figures["shipped"], figures["no_worse_than_shipped"] = shipped, verdict
         tables += "\n" + card_table(shipped, "the shipped bundle")

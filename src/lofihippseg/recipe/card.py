@@ -27,6 +27,7 @@ import argparse
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -36,6 +37,7 @@ import torch
 from lofihippseg.inference.model_loading import DEFAULT_MODEL, load_model
 from lofihippseg.inference.predictor import Predictor
 from lofihippseg.inference.settings import PredictSettings
+from lofihippseg.io.datasets import Case
 from lofihippseg.io.nifti import load_image, load_label, save_volume
 from lofihippseg.metrics.evaluate import compute_case_metrics
 from lofihippseg.metrics.visibility import edge_visibility
@@ -85,6 +87,7 @@ def run_case(predictor: Predictor, image: Path, label: Path | None) -> dict:
         "roi_source": pred.info.get("roi_source"),
         "roi_regrown": bool(pred.info.get("roi_regrown")),
         "family": pred.info.get("contrast_family"),
+        "side_search": (pred.info.get("roi_side_search") or {}).get("by"),
         **side_summary(pred.labels, vol.affine, vol.voxel_volume_ml),
     }
     if label is not None:
@@ -273,6 +276,8 @@ def _set_figures(rows: list[dict]) -> dict:
         "volume_ratio_median": float(np.median(ratios)),
         "plausible": int(sum(plausible(r) for r in rows)),
         "own_side": int(sum(found_on_own_side(r) for r in rows)),
+        "both_found": int(sum(r["left_ml"] > 0 and r["right_ml"] > 0 for r in rows)),
+        "side_search": int(sum(bool(r.get("side_search")) for r in rows)),
         "seconds_median": float(np.median([r["seconds"] for r in rows])),
     }
 
@@ -308,11 +313,14 @@ def card_figures(
     msd_limit: int = 0,
     sets: tuple[str, ...] = EVAL_SETS,
     log=print,
+    real_heads: Sequence[Case] = (),
 ) -> dict:
     """The card's figures as data, every scan through ``predict``'s own ``Predictor`` with its
     default settings on the CPU: the synthetic sets of the held-back maps 14-16 (skipped when
     ``maps`` holds none), the MSD test crops (``msd_test``: ``images/``, ``labels/``; the first
-    ``msd_limit`` when above 0), the packaged synthetic example and the real T1 head.
+    ``msd_limit`` when above 0), the held-back real heads (``real_heads``: image and label
+    1 left / 2 right; ``recipe.real_heads``), the packaged synthetic example and the real T1
+    head.
 
     Example:
         >>> card_figures(None, Path("../shared/data/synthseg_label_maps"), n=1)  # doctest: +SKIP
@@ -337,6 +345,10 @@ def card_figures(
         images = images[:msd_limit] if msd_limit > 0 else images
         figures["msd"] = _crop_figures(predictor, images, msd_test / "labels")
         log(f"card: msd: {figures['msd']}")
+    if real_heads:
+        rows = [run_case(predictor, case.image, case.label) for case in real_heads]
+        figures["real_heads"] = _set_figures(rows)
+        log(f"card: real heads: {figures['real_heads']}")
     if EXAMPLE_SYN.is_file():
         row = run_case(predictor, EXAMPLE_SYN, EXAMPLE_SYN_LABEL)
         figures["example"] = {k: row[k] for k in ("dice_left", "dice_right", "seconds")}
@@ -367,6 +379,11 @@ def no_worse_than(new: dict, old: dict, tolerance: float = 0.01) -> dict:
             mine = [f["dice_left"], f["dice_right"]]
             theirs = [old["sets"][name]["dice_left"], old["sets"][name]["dice_right"]]
             rows[name] = {"new": mine, "old": theirs}
+    if "real_heads" in new and "real_heads" in old:
+        rows["real_heads"] = {
+            "new": [new["real_heads"]["dice_left"], new["real_heads"]["dice_right"]],
+            "old": [old["real_heads"]["dice_left"], old["real_heads"]["dice_right"]],
+        }
     for kind, f in new.get("msd", {}).items():
         if kind in old.get("msd", {}):
             rows[f"msd_{kind}"] = {"new": [f["dice"]], "old": [old["msd"][kind]["dice"]]}
@@ -386,6 +403,14 @@ def card_table(figures: dict, title: str = "this model") -> str:
     for name, f in figures.get("sets", {}).items():
         lines.append(
             f"| {name} ({f['n']} heads) | {f['dice_left']:.3f} | {f['dice_right']:.3f} | "
+            f"{f['hd95_left']:.1f} / {f['hd95_right']:.1f} | {f['volume_ratio_median']:.2f} | "
+            f"{f['plausible']}/{f['n']} | {f['seconds_median']:.2f} |"
+        )
+    if "real_heads" in figures:
+        f = figures["real_heads"]
+        lines.append(
+            f"| held-back real IXI T1 heads ({f['n']}; both sides found {f['both_found']}) | "
+            f"{f['dice_left']:.3f} | {f['dice_right']:.3f} | "
             f"{f['hd95_left']:.1f} / {f['hd95_right']:.1f} | {f['volume_ratio_median']:.2f} | "
             f"{f['plausible']}/{f['n']} | {f['seconds_median']:.2f} |"
         )
