@@ -385,12 +385,15 @@ def find_series(folders: list[str | Path]) -> tuple[list[DicomSeries], list[str]
         root = Path(item)
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         for path in files:
+            if path.name.upper() == "DICOMDIR":  # an index of the files, not an image
+                continue
             ds = _read(path, pydicom)
+            meta = getattr(ds, "file_meta", None) if ds is not None else None
+            if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == _DICOMDIR:
+                continue
             if ds is None or "SOPClassUID" not in ds and "Modality" not in ds:
                 if ds is not None or looks_like_dicom(path):
                     unreadable.append(str(path))
-                continue
-            if str(ds.get("SOPClassUID", "")) == _DICOMDIR or path.name.upper() == "DICOMDIR":
                 continue
             key = str(ds.get("SeriesInstanceUID", "")) or f"no-uid:{path.parent}"
             group = groups.setdefault(key, {"items": [], "studies": set(), "pixels": True})
