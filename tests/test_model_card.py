@@ -1,8 +1,10 @@
-"""lofihippseg.recipe.card's helpers."""
+"""lofihippseg.recipe.card's helpers, and release/MODEL_CARD.md itself."""
 
 from __future__ import annotations
 
 import importlib
+import re
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -42,3 +44,33 @@ def test_synthetic_cases_draw_the_card_or_the_validation_anatomy(tmp_path, monke
     model_card.synthetic_cases(maps, 0, 91, tmp_path, "random", "train")
     names = [f"training_seg_{i:02d}.nii.gz" for i in (1, 2, 14, 15, 16)]
     assert used == [names[2:], names[:2]]
+
+
+CARD = Path(__file__).resolve().parents[1] / "release" / "MODEL_CARD.md"
+
+
+def test_the_card_is_one_short_document_with_its_sections_and_licences():
+    """At most 200 lines (issue 40); long histories live in docs/model_history.md."""
+    text = CARD.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 200
+    headings = {line[3:] for line in text.splitlines() if line.startswith("## ")}
+    assert {
+        "When not to trust it (read this first)",
+        "Intended use",
+        "Figures",
+        "Real heads (held-back IXI)",
+        "Per-side quality estimate",
+        "How it was built: the recipe",  # docs/training.md and recipe.toml point here
+        "Data and licences",
+    } <= headings
+    for licence in ("CC BY-SA 4.0", "Apache-2.0", "CC BY-SA 3.0", "SBIA"):
+        assert licence in text, licence
+
+
+def test_the_cards_relative_links_resolve():
+    """Every ``](../path)`` link of the card names a file of the repository."""
+    text = CARD.read_text(encoding="utf-8")
+    targets = re.findall(r"\]\((\.\./[^)#]+)", text)
+    assert "../docs/model_history.md" in targets
+    missing = [t for t in targets if not (CARD.parent / t).exists()]
+    assert missing == []
