@@ -9,8 +9,8 @@ import torch
 from lofihippseg.errors import LoFiError
 
 DEVICES = ("auto", "cpu", "cuda")
-DEFAULT_EDGE_WEIGHT = 1.0  # chosen on validation scans (release/MODEL_CARD.md, "v9 + edge");
-# models with an outline refiner default to 0 (chosen on validation: release/MODEL_CARD.md, v10)
+DEFAULT_EDGE_WEIGHT = 1.0  # chosen on validation scans (CHANGELOG.md, the "v9 + edge" levers);
+# models with an outline refiner default to 0 (chosen on validation: CHANGELOG.md, v10's levers)
 ROI_MODES = ("auto", "on", "off")
 
 
