@@ -35,7 +35,7 @@ from dicom_fixtures import (  # noqa: E402
 
 import lofihippseg  # noqa: E402
 from lofihippseg.inference.api import PredictSettings, predict  # noqa: E402
-from lofihippseg.io.dicom import dcm2niix_binary  # noqa: E402
+from lofihippseg.io.dcm2niix import dcm2niix_binary  # noqa: E402
 from lofihippseg.reporting.volumes import read_rows  # noqa: E402
 
 EXAMPLE = Path(lofihippseg.__file__).parent / "data/examples/synthetic_lowfield_example.nii.gz"

@@ -242,6 +242,7 @@ def test_stacks_of_two_studies_one_line(tmp_path, capsys):
 def test_without_the_extra_one_line_says_what_to_install(tmp_path, monkeypatch, capsys):
     import sys
 
+    import lofihippseg.io.dcm2niix as converter
     import lofihippseg.io.dicom as dicom
 
     write_series(tmp_path / "in", _random_volume((8, 8, 4)), np.eye(4))
@@ -253,7 +254,7 @@ def test_without_the_extra_one_line_says_what_to_install(tmp_path, monkeypatch, 
     assert code == 2 and "DICOM input needs pydicom; install" in one_error_line(err)
     monkeypatch.setitem(sys.modules, "pydicom", pydicom)
     monkeypatch.setitem(sys.modules, "dcm2niix", None)
-    monkeypatch.setattr(dicom.shutil, "which", lambda name: None)
+    monkeypatch.setattr(converter.shutil, "which", lambda name: None)
     code, _, err = run_cli(args, capsys)
     assert code == 2 and "needs the dcm2niix converter; install" in one_error_line(err)
     assert not (tmp_path / "out").exists()

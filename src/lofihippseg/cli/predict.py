@@ -64,7 +64,8 @@ def _dicom_inputs(inputs: list[str], stacks: bool, dicom_seg: bool) -> bool:
         other = next(i for i in inputs if i not in dicom)
         raise LoFiError(f"{other}: --stacks takes either DICOM folders or NIfTI stacks, not both")
     if dicom:  # a missing [dicom] extra says so before the model loads
-        from lofihippseg.io.dicom import dcm2niix_binary, require_pydicom
+        from lofihippseg.io.dcm2niix import dcm2niix_binary
+        from lofihippseg.io.dicom import require_pydicom
 
         require_pydicom()
         dcm2niix_binary()

@@ -12,11 +12,11 @@ Instance UID and sorted by series number. Each series is then one of:
 - **bad**, with one line: no pixel data, instances of several studies, slices of different
   sizes or orientations, a gap in the slice positions (a missing slice), several volumes.
 
-A usable series is converted by dcm2niix (the binary the PyPI package ``dcm2niix`` ships, else
-one on ``PATH``) into an uncompressed NIfTI in a temporary folder outside the input, named by
-its case name ``S{SeriesNumber}_{SeriesDescription}`` (sanitised). Patient name, ID and birth
-date never enter a file name, a message or the sidecar: what the sidecar keeps of the header
-is :data:`HEADER_FIELDS`, and every message naming a path goes through :func:`scrub`.
+A usable series is converted by ``io.dcm2niix`` into an uncompressed NIfTI in a temporary folder
+outside the input, named by its case name ``S{SeriesNumber}_{SeriesDescription}`` (sanitised).
+Patient name, ID and birth date never enter a file name, a message or the sidecar: what the
+sidecar keeps of the header is :data:`HEADER_FIELDS`, and every message naming a path goes
+through :func:`scrub`.
 """
 
 from __future__ import annotations
@@ -24,16 +24,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lofihippseg.errors import InputError, LoFiError
+from lofihippseg.errors import LoFiError
 
 log = logging.getLogger(__name__)
 
@@ -73,29 +70,6 @@ def require_pydicom() -> Any:
     except ImportError:
         raise LoFiError(f"DICOM input needs pydicom; {INSTALL_HINT}") from None
     return pydicom
-
-
-def dcm2niix_binary() -> str:
-    """The dcm2niix executable: the one the ``dcm2niix`` PyPI package ships, else ``PATH``'s.
-
-    Raises:
-        LoFiError: neither is there.
-
-    Example:
-        >>> dcm2niix_binary()  # doctest: +SKIP
-        '.../site-packages/dcm2niix/dcm2niix'
-    """
-    try:
-        import dcm2niix
-
-        if Path(dcm2niix.bin).is_file() and os.access(dcm2niix.bin, os.X_OK):
-            return str(dcm2niix.bin)
-    except (ImportError, AttributeError):
-        pass
-    found = shutil.which("dcm2niix")
-    if found:
-        return found
-    raise LoFiError(f"DICOM input needs the dcm2niix converter; {INSTALL_HINT}")
 
 
 def looks_like_dicom(path: Path) -> bool:
@@ -448,77 +422,3 @@ def _name_cases(found: list[DicomSeries]) -> None:
             case, k = f"{name}_{k}", k + 1
         used.add(case.lower())
         series.case = case
-
-
-def convert_series(series: DicomSeries, work: Path, binary: str | None = None) -> Path:
-    """Convert one usable series with dcm2niix into ``work/CASE.nii``.
-
-    The series' files are linked into a folder of their own under ``work`` (so dcm2niix sees
-    this series only, and nothing is written beside the input); the NIfTI header's free-text
-    fields are cleared.
-
-    Raises:
-        InputError: dcm2niix failed, or made no single 3D volume (the series named).
-
-    Example:
-        >>> convert_series(series, Path("/tmp/work"))  # doctest: +SKIP
-        PosixPath('/tmp/work/S003_T2_AXI.nii')
-    """
-    import nibabel as nib
-
-    binary = binary or dcm2niix_binary()
-    src = work / f"{series.case}.in"
-    dst = work / f"{series.case}.out"
-    src.mkdir(parents=True)
-    dst.mkdir()
-    for i, path in enumerate(series.files):
-        (src / f"{i:06d}.dcm").symlink_to(path.resolve())
-    args = [binary, "-z", "n", "-b", "n", "-f", "series", "-i", "n", "-v", "0", "-o", str(dst)]
-    try:
-        run = subprocess.run(
-            [*args, str(src)], capture_output=True, text=True, errors="replace", timeout=600
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise InputError(series.label, f"dcm2niix did not run ({exc})") from None
-    made = sorted(dst.glob("*.nii"))
-    if run.returncode != 0 or not made:
-        said = [
-            line.strip()
-            for line in (run.stderr + run.stdout).splitlines()
-            if re.search(r"error|warning|unsupported|unable", line, re.I)
-        ]
-        reason = said[-1] if said else f"exit {run.returncode}"
-        reason = re.sub(  # name the input's file, not its link in the temporary folder
-            re.escape(str(src)) + r"/(\d{6})\.dcm",
-            lambda m: str(series.files[int(m.group(1))]),
-            reason,
-        )
-        reason = scrub(reason.replace(str(work), "TMP"), series.identifying)[:300]
-        raise InputError(series.label, f"dcm2niix could not convert this series ({reason})")
-    if len(made) > 1:
-        raise InputError(
-            series.label,
-            f"dcm2niix made {len(made)} volumes of it (echoes or varying slice spacing?); "
-            "export one 3D volume per series",
-        )
-    img = nib.load(str(made[0]))
-    if len(img.shape) > 3 and int(np.prod(img.shape[3:])) > 1:
-        raise InputError(series.label, f"a 4D series {img.shape}; export one 3D volume")
-    for key in ("descrip", "aux_file", "db_name", "intent_name"):
-        if key in img.header:
-            img.header[key] = b""
-    out = work / f"{series.case}.nii"
-    nib.save(img, str(out))
-    shutil.rmtree(src, ignore_errors=True)
-    shutil.rmtree(dst, ignore_errors=True)
-    return out
-
-
-def work_folder() -> Path:
-    """A new temporary folder for conversions (the system's, never inside an input).
-
-    Example:
-        >>> work_folder()  # doctest: +SKIP
-        PosixPath('/tmp/lofihippseg-dicom-x1y2z3')
-    """
-    return Path(tempfile.mkdtemp(prefix="lofihippseg-dicom-"))

@@ -34,16 +34,14 @@ from lofihippseg.inference.api import (
 )
 from lofihippseg.inference.model_loading import LoadedModel
 from lofihippseg.inference.settings import PredictSettings
+from lofihippseg.io.dcm2niix import convert_series, dcm2niix_binary, work_folder
 from lofihippseg.io.dicom import (
     HEADER_FIELDS,
     DicomSeries,
-    convert_series,
-    dcm2niix_binary,
     find_series,
     holds_dicom,
     looks_like_dicom,
     scrub,
-    work_folder,
 )
 from lofihippseg.io.nifti import is_image_file
 from lofihippseg.io.paths import ensure_writable_dir, safe_output_path
