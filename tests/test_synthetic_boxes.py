@@ -178,3 +178,27 @@ def test_curriculum_moves_from_synthetic_samples_to_the_cases(tmp_path):
         box_config(tmp_path, synthetic_fraction_start=1.5)
     with pytest.raises(LoFiError, match="curriculum_share"):
         box_config(tmp_path, synthetic_fraction_start=1.0, curriculum_share=0.0)
+
+
+def test_a_synthetic_pool_makes_each_box_once_whatever_the_order(tmp_path, monkeypatch):
+    config = box_config(tmp_path, synthetic_pool=3, use_augmentation=True, seed=5)
+    made = []
+    original = TrainingSamples._new_synthetic
+
+    def counting(self, g):
+        made.append(1)
+        return original(self, g)
+
+    monkeypatch.setattr(TrainingSamples, "_new_synthetic", counting)
+    forward, backward = TrainingSamples([], config), TrainingSamples([], config)
+    items = [forward[i] for i in range(10)]
+    reverse = [backward[i] for i in reversed(range(10))][::-1]
+    for a, b in zip(items, reverse, strict=True):  # resumed runs draw the same samples
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+    assert len(forward._boxes) <= 3 and len(made) == len(forward._boxes) + len(backward._boxes)
+    # ten draws from at most three boxes: each draw still has its own patch and augmentation
+    assert len({a["image"].numpy().tobytes() for a in items}) == 10
+    fresh = TrainingSamples([], box_config(tmp_path, use_augmentation=True, seed=5))
+    assert not torch.equal(fresh[0]["image"], items[0]["image"])  # pool 0: fresh boxes
+    with pytest.raises(LoFiError, match="synthetic_pool"):
+        box_config(tmp_path, synthetic_pool=-1)

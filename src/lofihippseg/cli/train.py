@@ -123,6 +123,13 @@ def build_config(
     "(made at 1 mm otherwise).",
 )
 @click.option(
+    "--synthetic-pool",
+    type=click.IntRange(min=0),
+    help="Draw synthetic samples from N seeded boxes, each generated once and reused with "
+    "its own patch and augmentation (0, the default: a fresh box every sample; generating "
+    "one costs most of a CPU iteration).",
+)
+@click.option(
     "--unsided",
     multiple=True,
     type=click.Path(exists=True, path_type=str),

@@ -67,6 +67,11 @@ class TrainConfig:
         curriculum_share: the share of the iterations over which the curriculum runs.
         synthetic_voxel_mm: (low, high): resample each synthetic image (made on a 1 mm grid)
             to an isotropic voxel size drawn from this range; ``None`` keeps 1 mm.
+        synthetic_pool: 0: every synthetic sample is a freshly generated box (the generator
+            costs most of a CPU iteration); N > 0: samples draw one of N seeded boxes, each
+            generated (and resampled) once, when first drawn, and kept in memory (about 1 MB
+            each); every draw gets its own patch and augmentation. Deterministic: box k is the
+            same whatever the order of draws, so resumed runs repeat it.
         val_fraction: share of real cases held out for validation.
         n_val_synthetic: validation volumes generated when there are no real validation cases.
         seed: seeds weights, data sampling and augmentation.
@@ -113,6 +118,7 @@ class TrainConfig:
     curriculum_share: float = 0.5
     synth: SynthConfig = field(default_factory=SynthConfig)
     synthetic_voxel_mm: tuple[float, float] | None = None
+    synthetic_pool: int = 0
     val_fraction: float = 0.2
     n_val_synthetic: int = 4
     seed: int = 1337
@@ -159,6 +165,8 @@ class TrainConfig:
             raise LoFiError(f"patch size {self.patch_size} must be three positive multiples of 16")
         if not 0.0 <= self.lr < float("inf"):  # also refuses NaN
             raise LoFiError(f"learning rate must be a finite number >= 0, got {self.lr}")
+        if self.synthetic_pool < 0:
+            raise LoFiError(f"synthetic_pool must be >= 0, got {self.synthetic_pool}")
         if self.batch_size < 1 or self.iterations < 1 or self.val_every < 1:
             raise LoFiError("batch size, iterations and val_every must be >= 1")
         fractions = (self.synthetic_fraction, self.foreground_fraction, self.unsided_fraction)

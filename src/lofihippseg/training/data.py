@@ -45,6 +45,7 @@ from lofihippseg.views.frequency import frequency_view
 
 log = logging.getLogger(__name__)
 _MIX = 1_000_003  # seed * _MIX + index: distinct streams per (seed, sample)
+_BOX_STREAM = 2  # the synthetic pool's boxes: SeedSequence([seed, _BOX_STREAM, k])
 AUGMENT_MARGIN = 0.25  # region augmented around a patch: patch * (1 + 2 * margin) per axis
 
 
@@ -221,6 +222,7 @@ class TrainingSamples(Dataset):
         self.config = config
         self.with_view2 = config.train_second_view and not config.single_view
         self._cache: dict[tuple[bool, int], PreparedCase] = {}
+        self._boxes: dict[int, PreparedCase] = {}  # the synthetic pool's boxes made so far
         self._synth = None
         if not self.cases and not self.unsided and config.synthetic is None:
             raise LoFiError(
@@ -248,6 +250,17 @@ class TrainingSamples(Dataset):
         return prepared
 
     def _synthetic(self, g: torch.Generator) -> PreparedCase:
+        """A synthetic box: fresh, or one of ``synthetic_pool`` seeded boxes made once."""
+        pool = self.config.synthetic_pool
+        if pool <= 0:
+            return self._new_synthetic(g)
+        k = int(torch.randint(pool, (), generator=g))
+        if k not in self._boxes:
+            seed = np.random.SeedSequence([self.config.seed, _BOX_STREAM, k]).generate_state(1)
+            self._boxes[k] = self._new_synthetic(torch.Generator().manual_seed(int(seed[0])))
+        return self._boxes[k]
+
+    def _new_synthetic(self, g: torch.Generator) -> PreparedCase:
         if self._synth is None:  # built lazily: in each DataLoader worker
             from lofihippseg.synth.generator import SyntheticGenerator
 
