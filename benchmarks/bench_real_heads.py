@@ -112,6 +112,7 @@ def main() -> None:
     ap.add_argument("--split", default="held", choices=["held", "val", "train"])
     ap.add_argument("--no-amp", action="store_true")
     ap.add_argument("--family", default=None)
+    ap.add_argument("--no-refiner", action="store_true", help="predict's --no-refiner")
     ap.add_argument("--json", type=Path, default=None, help="write every row here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -119,6 +120,8 @@ def main() -> None:
     settings = {"amp": False} if args.no_amp else {}
     if args.family:
         settings["family"] = args.family
+    if args.no_refiner:
+        settings["refine"] = False
     results = {}
     for model in args.model or [None]:
         name = model or "shipped"

@@ -24,24 +24,55 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_config(campaign: Path, out: Path, name: str, iterations: int, lr: float, ixi: bool):
+def repeated_heads(campaign: Path, folder: Path, repeat: int) -> Path:
+    """The real heads' training CSV with each training head listed ``repeat`` times (ids
+    ``NAME_rK``; validation heads once): a larger share of the real heads in the mix."""
+    from lofihippseg.recipe import real_heads
+
+    src = campaign / "02_ixi"
+    if repeat <= 1:
+        return src / real_heads.TRAINVAL_CSV
+    folder.mkdir(parents=True, exist_ok=True)
+    train, val = real_heads.cases(src, "train"), real_heads.cases(src, "val")
+    rows = ["case_id,image,label"]
+    ids = []
+    for k in range(repeat):
+        for c in train:
+            ids.append(f"{c.case_id}_r{k}")
+            rows.append(f"{ids[-1]},{c.image},{c.label}")
+    rows += [f"{c.case_id},{c.image},{c.label}" for c in val]
+    (folder / "heads.csv").write_text("\n".join(rows) + "\n")
+    (folder / "train.list").write_text("".join(f"{i}\n" for i in ids))
+    (folder / "val.list").write_text("".join(f"{c.case_id}\n" for c in val))
+    return folder / "heads.csv"
+
+
+def run_config(
+    campaign: Path,
+    out: Path,
+    name: str,
+    iterations: int,
+    lr: float,
+    ixi: bool,
+    pool: int = 0,
+    repeat: int = 1,
+):
     """The recipe's ``pair_t2`` settings, from the shipped ``t2`` pair, for ``iterations``."""
     from lofihippseg.config import load_settings
     from lofihippseg.inference.model_loading import DEFAULT_MODEL
-    from lofihippseg.recipe import real_heads
     from lofihippseg.recipe.spec import load_recipe
     from lofihippseg.training.config import TrainConfig
 
     stage = load_recipe()["stages"]["pair_t2"]
-    pool = campaign / "03_pool"
-    data = [str(pool / "pool_t2")]
+    pool_dir = campaign / "03_pool"
+    data = [str(pool_dir / "pool_t2")]
     if ixi:
-        data.append(str(campaign / "02_ixi" / real_heads.TRAINVAL_CSV))
+        data.append(str(repeated_heads(campaign, out / f"{name}_heads", repeat)))
     config = load_settings(TrainConfig, REPO / stage["config"])
     return config.replace(
         data=tuple(data),
         unsided=(str(campaign / "01_msd" / "msd_trainval.csv"),),
-        synthetic=str(pool / "pool" / "training_maps.list"),
+        synthetic=str(pool_dir / "pool" / "training_maps.list"),
         iterations=iterations,
         lr=lr,
         seed=stage["seed"],
@@ -55,6 +86,7 @@ def run_config(campaign: Path, out: Path, name: str, iterations: int, lr: float,
         device="cpu",
         num_workers=0,
         amp=True,
+        synthetic_pool=pool,
         plan=(),
         **{k: v for k, v in stage.get("overrides", {}).items() if k != "n_val_synthetic"},
         n_val_synthetic=1,
@@ -90,13 +122,17 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=0.002)
     ap.add_argument("--runs", nargs="+", default=["with_ixi", "without_ixi"])
     ap.add_argument("--localiser", type=Path, default=None)
+    ap.add_argument("--synthetic-pool", type=int, default=200, help="train's synthetic_pool")
+    ap.add_argument("--ixi-repeat", type=int, default=1, help="list each real head N times")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     for name in args.runs:
+        ixi = name.startswith("with_ixi")
         config = run_config(
-            args.campaign, args.out, name, args.iterations, args.lr, name == "with_ixi"
-        )
+            args.campaign, args.out, name, args.iterations, args.lr, ixi, args.synthetic_pool,
+            args.ixi_repeat,
+        )  # fmt: skip
         run = args.out / name
         t = time.perf_counter()
         resume = run if (run / "checkpoints" / "last.pt").is_file() else None

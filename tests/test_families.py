@@ -57,7 +57,9 @@ def test_the_pair_whose_views_agree_best_is_kept(head):
     pair_s = pred.timings["pair_t1_s"], pred.timings["pair_t2_s"]
     # each pair's time, then the kept pair's post-processing (once)
     total = sum(pair_s) + pred.timings["postprocess_s"]
-    assert min(pair_s) > 0 and pred.timings["total_s"] == pytest.approx(total, abs=0.05)
+    # nothing unaccounted for but glue (a few hundredths, more on a loaded machine)
+    slack = max(0.05, 0.05 * total)
+    assert min(pair_s) > 0 and pred.timings["total_s"] == pytest.approx(total, abs=slack)
     assert (pred.labels == 1).sum() > 20 and (pred.labels == 2).sum() > 20
 
 
@@ -85,7 +87,8 @@ def test_tta_mirrors_only_the_kept_pair(head):
     assert [n.calls for n in (*t2, *t1)] == [2, 2, 3, 3]
     assert pred.timings["tta_s"] > 0
     total = pred.timings["pair_t1_s"] + pred.timings["pair_t2_s"] + pred.timings["tta_s"]
-    assert pred.timings["total_s"] == pytest.approx(total + pred.timings["postprocess_s"], abs=0.05)
+    total += pred.timings["postprocess_s"]
+    assert pred.timings["total_s"] == pytest.approx(total, abs=max(0.05, 0.05 * total))
     np.testing.assert_array_equal(pred.labels, plain.labels)  # BrightNet is mirror-symmetric
 
 

@@ -43,6 +43,7 @@ def bundle_info(path: Path) -> dict[str, Any]:
         "families": {str(k): v for k, v in families.items()},
         "trained_iterations": data.get("family_iterations") or data.get("trained_iterations"),
         "localiser": "localiser" in data,
+        "localiser_provenance": (data.get("localiser") or {}).get("provenance"),
         "refiner_filters": (data.get("refiner") or {}).get("n_filters"),
         "tta": bool(data.get("tta", False)),
         "quality_estimator": _estimator(path),
@@ -58,9 +59,10 @@ def _estimator(bundle: Path) -> str | None:
 
 
 def _stage_line(name: str, record: dict) -> str:
-    keys = ("iterations", "seed", "batch", "family", "filters", "cases", "scans", "msd_crops")
+    keys = ("iterations", "seed", "batch", "family", "filters", "cases", "scans", "msd_crops",
+            "real_heads")  # fmt: skip
     parts = [f"{k} {record[k]}" for k in keys if record.get(k) is not None]
-    for key in ("train", "val", "maps"):
+    for key in ("train", "val", "held", "maps"):
         if isinstance(record.get(key), list):
             parts.append(f"{len(record[key])} {key} files hashed")
     timing = record.get("timing") or {}
@@ -88,26 +90,35 @@ def describe(info: dict[str, Any]) -> str:
     prov = info.get("provenance")
     if not prov:
         lines.append(
-            "provenance: none recorded (made by hand steps before the recipe; "
-            "see release/MODEL_CARD.md and CHANGELOG.md). `make model` rebuilds a model that "
-            "records it."
+            "provenance: none recorded for the pairs and the refiner (made by hand steps before "
+            "the recipe; see release/MODEL_CARD.md and CHANGELOG.md). `make model` rebuilds a "
+            "model that records it."
         )
+        if info.get("localiser_provenance"):
+            lines.append("localiser " + _made_by(info["localiser_provenance"])[0])
+            lines += _made_by(info["localiser_provenance"])[1:]
         return "\n".join(lines)
+    lines += _made_by(prov)
+    return "\n".join(lines)
+
+
+def _made_by(prov: dict[str, Any]) -> list[str]:
+    """Readable lines of a recipe's provenance record (the recipe, commit, libraries, stages)."""
     git = prov.get("git") or {}
     run = (prov.get("recipe") or {}).get("run") or {}
     dirty = " (with uncommitted changes)" if git.get("dirty") else ""
     libs = ", ".join(f"{k} {v}" for k, v in (prov.get("libraries") or {}).items())
-    lines += [
+    threads = f"{prov['threads']} thread(s), " if prov.get("threads") else ""
+    lines = [
         f"made by: recipe {(prov.get('recipe') or {}).get('name')} "
         f"(profile {run.get('profile') or 'full'}, scale {run.get('scale')}, "
         f"batch scale {run.get('batch_scale')}, device {run.get('device')}), "
-        f"{prov.get('threads')} thread(s), {prov.get('created')}",
+        f"{threads}{prov.get('created') or ''}".rstrip(", "),
         f"commit: {git.get('commit')}{dirty}",
         f"libraries: {libs}",
         "stages:",
     ]
-    lines += [_stage_line(n, r) for n, r in (prov.get("stages") or {}).items()]
-    return "\n".join(lines)
+    return lines + [_stage_line(n, r) for n, r in (prov.get("stages") or {}).items()]
 
 
 @click.command("model-info")
