@@ -55,11 +55,12 @@ def test_the_pair_whose_views_agree_best_is_kept(head):
     assert agreement["t2"] == 0.0 and agreement["t1"] > 0.5
     assert pred.view_dice == pytest.approx(agreement["t1"], abs=1e-4)  # the kept pair's
     pair_s = pred.timings["pair_t1_s"], pred.timings["pair_t2_s"]
-    # each pair's time, then the kept pair's post-processing (once)
+    # each pair's time, then the kept pair's post-processing (once); the field of view is
+    # measured on the first pair's prepared scan before the pairs run (its preprocessing)
     total = sum(pair_s) + pred.timings["postprocess_s"]
-    # nothing unaccounted for but glue (a few hundredths, more on a loaded machine)
-    slack = max(0.05, 0.05 * total)
-    assert min(pair_s) > 0 and pred.timings["total_s"] == pytest.approx(total, abs=slack)
+    glue = max(0.05, 0.05 * total)  # a few hundredths, more on a loaded machine
+    assert min(pair_s) > 0 and total - 0.01 <= pred.timings["total_s"]
+    assert pred.timings["total_s"] <= total + pred.timings["preprocess_s"] + glue
     assert (pred.labels == 1).sum() > 20 and (pred.labels == 2).sum() > 20
 
 
