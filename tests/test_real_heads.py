@@ -109,3 +109,22 @@ def test_real_heads_the_localiser_missed_get_both_sides():
         assert "roi_missing_side" not in pred.info
         for side in (1, 2):
             assert mask_dice(truth == side, pred.labels == side) > 0.7, (name, side, pred.info)
+
+
+def test_the_recipe_writes_the_split_labels_and_csvs_train_reads(tmp_path):
+    from lofihippseg.io.datasets import split_dataset
+    from lofihippseg.recipe import real_heads
+
+    root = shared_path("data", "ixi_dlmuse")
+    record = real_heads.write(root, tmp_path, seed=41, held_out=30, n_val=10, limit=2)
+    assert record["written"] == 6 and [len(record[p]) for p in real_heads.PARTS] == [2, 2, 2]
+    train, val = split_dataset(tmp_path / real_heads.TRAINVAL_CSV)  # as train's data reads it
+    assert [c.case_id for c in train] == [r["name"] for r in record["train"]]
+    assert [c.case_id for c in val] == [r["name"] for r in record["val"]]
+    held = real_heads.cases(tmp_path, "held")
+    assert {c.case_id for c in held}.isdisjoint(c.case_id for c in train + val)
+    volume = load_image(held[0].image)
+    labels = load_label(held[0].label, volume, allowed={0, 1, 2}).data
+    assert {1, 2} <= set(np.unique(labels).tolist())
+    again = real_heads.write(root, tmp_path, seed=41, held_out=30, n_val=10, limit=2)
+    assert again["written"] == 0  # resumable: labels already there are kept

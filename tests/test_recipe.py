@@ -144,6 +144,21 @@ def test_campaign_resumes_from_the_last_checkpoint_and_skips_done_stages(tmp_pat
     assert saved["stages"]["b"]["iterations"] == 6
 
 
+def test_campaign_stops_after_the_stage_named_and_continues_later(tmp_path, monkeypatch):
+    recipe, out = _toy_recipe(tmp_path), tmp_path / "campaign"
+    first = Toy()
+    _patch(monkeypatch, first)
+    assert campaign.run_campaign(recipe, out, log=lambda s: None, until="a") is None
+    assert first.calls == ["a"] and not (out / "02_b").exists()
+    assert campaign.run_campaign(recipe, out, log=lambda s: None, until="a") is None  # done
+    rest = Toy()
+    _patch(monkeypatch, rest)
+    assert campaign.run_campaign(recipe, out, log=lambda s: None).is_file()
+    assert rest.calls == ["b", "c"]
+    with pytest.raises(LoFiError, match="no such stage"):
+        campaign.run_campaign(recipe, out, log=lambda s: None, until="nope")
+
+
 def test_campaign_refuses_a_done_stage_whose_settings_changed(tmp_path, monkeypatch):
     out = tmp_path / "campaign"
     _patch(monkeypatch, Toy())
