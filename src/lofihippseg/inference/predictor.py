@@ -522,22 +522,16 @@ class Predictor:
             new = self._segment_in_boxes(nets, prepared, coarse_boxes, attempt, flips)
             if new is not None and _sides_found(new, self.plan) > found:
                 maps, found = new, _sides_found(new, self.plan)
-                search["by"] = info["roi_source"] = "coarse pass"
-                info.update({k: v for k, v in attempt.items() if k != "mirror_dice"})
-                info.pop("roi_missing_side", None)
-                if attempt.get("roi_missing_side"):
-                    info["roi_missing_side"] = True
+                _kept(info, attempt, search, "coarse pass")
                 if found == 2:
                     return maps
         attempt = {}
         whole = self._segment_whole(nets, prepared, attempt, flips)
         if _sides_found(whole, self.plan) > found:
             maps, found = whole, _sides_found(whole, self.plan)
-            search["by"] = info["roi_source"] = "whole volume"
-            info.pop("roi_boxes", None)
-            info.pop("roi_missing_side", None)
             if found < 2:
-                info["roi_missing_side"] = True
+                attempt["roi_missing_side"] = True
+            _kept(info, attempt, search, "whole volume")
         search.setdefault("by", "nothing found")
         return maps
 
@@ -634,3 +628,11 @@ def _sides_found(maps: list[np.ndarray], plan: InferencePlan) -> int:
     """How many sides (0-2) the fused maps mark above the plan's threshold."""
     masks = fuse_probabilities(maps[0], maps[1], plan.fusion) > plan.threshold
     return int(masks[0].any()) + int(masks[1].any())
+
+
+def _kept(info: dict[str, Any], attempt: dict[str, Any], search: dict[str, Any], by: str) -> None:
+    """``info`` says what the side search's kept ``attempt`` found (``by``), not the boxes'."""
+    for key in ("roi_boxes", "roi_missing_side", "roi_regrown", "mirror_dice"):
+        info.pop(key, None)
+    info.update(attempt)
+    search["by"] = info["roi_source"] = by
