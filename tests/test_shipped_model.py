@@ -131,3 +131,21 @@ def test_weights_ship_with_their_training_data_licences():
     notice = (DEFAULT_MODEL.parent / "NOTICE.md").read_text()
     assert "Medical Segmentation Decathlon" in notice and "CC BY-SA 4.0" in notice
     assert "SynthSeg" in notice and "14-16" in notice  # held-back maps named
+    # the localiser learnt from real IXI heads: their licence and NiChart's SBIA terms ship
+    assert "IXI" in notice and "CC BY-SA 3.0" in notice and "Part B" in notice
+    sbia = (DEFAULT_MODEL.parent / "LICENSE-NiChart-SBIA.txt").read_text()
+    assert "PART B. DOWNLOADING AGREEMENT" in sbia
+
+
+def test_the_shipped_localiser_records_where_it_came_from():
+    from lofihippseg.cli.model_info import bundle_info
+
+    prov = bundle_info(DEFAULT_MODEL)["localiser_provenance"]
+    stages = prov["stages"]
+    assert stages["localiser"]["real_heads"]["train"] == 135
+    held = {r["name"] for r in stages["ixi"]["held"]}
+    trained = {r["name"] for r in stages["ixi"]["train"]}
+    assert len(held) == 30 and not held & trained  # the card's real heads never trained on
+    maps = {m["name"] for m in stages["pool"]["maps"]}
+    assert len(maps) == 13 and not maps & {f"training_seg_{i}.nii.gz" for i in (14, 15, 16)}
+    assert prov["git"]["commit"]
