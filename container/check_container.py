@@ -13,7 +13,9 @@ folder:
   input dataset untouched (SHA-256, size, mode and mtime of every file) and the same exit codes
   as outside (participant with a broken scan: 1; a bad ``predict`` input: 2; a usage error: 2);
 - runs ``lofihippseg predict`` on the shipped example in the image and outside it, ``--repeats``
-  times each, alternately, and reports the median wall times (the container's start included).
+  times each, alternately, and reports the median wall times (the container's start included);
+- writes the example as a DICOM series and runs ``predict FOLDER --dicom-seg`` inside and
+  outside: one SEG and one SR, the same volumes, the DICOM folder untouched.
 
 Prints the figures and writes them as JSON (``--json``); exit code 0 when every check passed,
 1 when some failed, 2 when no runtime or no image was there to check.
@@ -251,6 +253,31 @@ def dseg_for(out: Path, bids: Path, image: Path) -> Path:
     return folder / f"{stem}_space-orig_desc-hippocampus_dseg.nii.gz"
 
 
+def make_dicom(folder: Path) -> Path | None:
+    """The shipped example written as a classic MR DICOM series (None without pydicom)."""
+    try:
+        import nibabel as nib
+        import numpy as np
+
+        sys.path.insert(0, str(REPO / "tests"))
+        from dicom_fixtures import write_series
+    except ImportError:
+        return None
+    img = nib.as_closest_canonical(nib.load(EXAMPLE))
+    write_series(folder / "series3", np.asarray(img.dataobj, dtype=np.float32), img.affine)
+    return folder
+
+
+def _volume_rows(csv_path: Path) -> list[list[str]]:
+    """``volumes.csv``'s rows without paths and times (what must agree inside and outside)."""
+    if not csv_path.is_file():
+        return []
+    lines = csv_path.read_text().splitlines()
+    head = lines[0].split(",")
+    keep = [i for i, h in enumerate(head) if h.endswith("_ml") or h in ("case", "status")]
+    return [[r.split(",")[i] for i in keep] for r in lines[1:]]
+
+
 def run_checks(
     engine: str, image: str, work: Path, host_cli: str, repeats: int = 3, verbose: bool = True
 ) -> dict:
@@ -377,8 +404,28 @@ def run_checks(
         "host": round(inside.outside("--version")[1], 2),
     }
 
+    # a DICOM folder (the [dicom] extra in the image): SEG and SR, the same volumes as outside
+    dicom = make_dicom(work / "dicom")
+    dicom_in, dicom_out = work / "dicom_container", work / "dicom_host"
+    if dicom is None:
+        checks.check(True, "dicom: skipped (no pydicom on the host to write a series)")
+    else:
+        dicom_in.mkdir()
+        dicom_before = fingerprint(dicom)
+        dicom_runner = Runner(engine, image, host_cli, {dicom: "/dicom:ro", dicom_in: "/dout"})
+        d_in, _ = dicom_runner.inside("predict", str(dicom), "-o", str(dicom_in), "--dicom-seg")
+        d_out, _ = dicom_runner.outside("predict", str(dicom), "-o", str(dicom_out), "--dicom-seg")
+        checks.exit_codes("predict on a DICOM folder", d_in, d_out, 0)
+        for kind in ("seg", "sr"):
+            found = sorted(p.name for p in dicom_in.glob(f"*_{kind}.dcm"))
+            checks.check(len(found) == 1, f"dicom: one DICOM {kind.upper()}", str(found))
+        rows = [_volume_rows(f / "volumes.csv") for f in (dicom_in, dicom_out)]
+        checks.check(rows[0] == rows[1] and bool(rows[0]), "dicom: same volumes as outside",
+                     str(rows))  # fmt: skip
+        checks.check(fingerprint(dicom) == dicom_before, "dicom: the input folder is untouched")
+        pred_folders = (out_in, pred_in, dicom_in)
     # the host's view: ownership, the input untouched
-    for folder in (out_in, pred_in):
+    for folder in (out_in, pred_in) if dicom is None else pred_folders:
         foreign = foreign_owned(folder)
         checks.check(
             not foreign,

@@ -93,3 +93,32 @@ def test_the_shipped_model_in_bfloat16_segments_the_example_as_float32_does():
         assert dice(a == side, b == side) > 0.9
         assert abs(dice(a == side, truth == side) - dice(b == side, truth == side)) < 0.03
     assert all(p.dtype == torch.float32 for p in model.refiner.parameters())
+
+
+@native
+def test_training_autocasts_to_bfloat16_and_keeps_its_losses_in_float32():
+    from lofihippseg.models.precision import autocast_dtype, precision_name
+    from lofihippseg.training import distributed as D
+    from lofihippseg.training.config import TrainConfig
+    from lofihippseg.training.loop import _build
+    from lofihippseg.training.steps import train_step
+
+    assert autocast_dtype("cpu") is torch.bfloat16 and autocast_dtype("cpu", amp=False) is None
+    assert precision_name("cpu").startswith("bfloat16")
+    config = TrainConfig(synthetic="packaged", patch_size=(32,) * 3, batch_size=2, amp=True,
+                         device="cpu")  # fmt: skip
+    ctx = D.setup("cpu")
+    torch.manual_seed(0)
+    state, _ = _build(config, ctx, 1)
+    image = torch.rand(2, 1, 32, 32, 32)
+    label = torch.zeros(2, 32, 32, 32, dtype=torch.long)
+    label[:, 8:16, 8:16, 8:16], label[:, 18:26, 8:16, 8:16] = 1, 2
+    seen = []
+    hook = state.vnet1.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    before = [p.detach().clone() for p in state.vnet1.parameters()]
+    out = train_step(state, {"image": image, "label": label}, config.loss, ctx, amp=True)
+    hook.remove()
+    assert seen == [torch.bfloat16]  # the network ran in bfloat16
+    assert all(np.isfinite(v) for k, v in out.items() if k != "lr")
+    assert any(not torch.equal(a, b) for a, b in zip(before, state.vnet1.parameters()))
+    assert all(p.dtype == torch.float32 for p in state.vnet1.parameters())  # master weights

@@ -170,7 +170,9 @@ def test_cli_train_takes_unsided_crops_alone(tmp_path, capsys):
     args = ["--unsided", str(crops), "--iterations", "2", "--val-every", "2",
             "--patch", "32", "--batch", "2", "--n-filters", "4", "--no-plan", "--device", "cpu",
             "--num-workers", "0", "--out", str(tmp_path / "runs"), "--name", "u",
-            "--boundary-weight", "2", "--unsided-voxel-mm", "1.5",
+            # float32: this 4-filter, batch-2 toy went NaN in bfloat16 about once in four runs
+            # of a loaded machine (never in isolation); the options' plumbing is what is tested
+            "--no-amp", "--boundary-weight", "2", "--unsided-voxel-mm", "1.5",
             "--unsided-remap-prob", "0.5"]  # fmt: skip
     result = CliRunner().invoke(command, args)
     assert result.exit_code == 0, result.output
