@@ -120,5 +120,6 @@ def test_training_autocasts_to_bfloat16_and_keeps_its_losses_in_float32():
     hook.remove()
     assert seen == [torch.bfloat16]  # the network ran in bfloat16
     assert all(np.isfinite(v) for k, v in out.items() if k != "lr")
-    assert any(not torch.equal(a, b) for a, b in zip(before, state.vnet1.parameters()))
+    after = list(state.vnet1.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
     assert all(p.dtype == torch.float32 for p in state.vnet1.parameters())  # master weights
