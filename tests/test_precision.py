@@ -123,3 +123,27 @@ def test_training_autocasts_to_bfloat16_and_keeps_its_losses_in_float32():
     after = list(state.vnet1.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
     assert all(p.dtype == torch.float32 for p in state.vnet1.parameters())  # master weights
+
+
+def test_a_non_finite_bfloat16_step_is_recomputed_in_float32(monkeypatch, caplog):
+    from lofihippseg.training import distributed as D
+    from lofihippseg.training import steps
+    from lofihippseg.training.config import TrainConfig
+    from lofihippseg.training.loop import _build
+
+    monkeypatch.setattr(steps, "autocast_dtype", lambda device, amp=True: torch.bfloat16)
+    config = TrainConfig(synthetic="packaged", patch_size=(16,) * 3, batch_size=2, device="cpu")
+    ctx = D.setup("cpu")
+    torch.manual_seed(0)
+    state, _ = _build(config.replace(model=config.model.__class__(n_filters=2)), ctx, 1)
+    original = state.vnet1.forward
+
+    def nan_in_bfloat16(x):  # what a tiny network's bfloat16 batch statistics can do
+        out = original(x)
+        return out * float("nan") if torch.is_autocast_enabled("cpu") else out
+
+    state.vnet1.forward = nan_in_bfloat16
+    batch = {"image": torch.rand(2, 1, 16, 16, 16), "label": torch.zeros(2, 16, 16, 16).long()}
+    with caplog.at_level("WARNING"):
+        out = steps.train_step(state, batch, config.loss, ctx, amp=True)
+    assert np.isfinite(out["loss"]) and "recomputed in float32" in caplog.text

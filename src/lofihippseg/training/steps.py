@@ -8,6 +8,7 @@ then the critic takes its own step on ``critic_loss`` (paper), or none (released
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -32,6 +33,8 @@ from lofihippseg.training.losses import (
     supervised_loss,
 )
 from lofihippseg.training.unsided import free_other_channel, resolve_unsided
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLoss(LoFiError):
@@ -191,13 +194,14 @@ def train_step(
     reduce = sum_reducer(ctx)
     critic = state.critic if cfg.needs_critic else None
     dtype = autocast_dtype(device.type, amp)
-    amp, dtype = dtype is not None, dtype or torch.float32
-    terms: dict[str, torch.Tensor] = {}
 
-    _set_requires_grad(state.critic, False)
-    with torch.autocast(device.type, dtype=dtype, enabled=amp):
-        logits1 = state.vnet1(image)
-        logits2 = None if single_view else state.vnet2(view2)
+    def forward(dtype: torch.dtype | None):
+        """Both networks and their losses under autocast to ``dtype`` (None: float32)."""
+        terms: dict[str, torch.Tensor] = {}
+        _set_requires_grad(state.critic, False)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits1 = state.vnet1(image)
+            logits2 = None if single_view else state.vnet2(view2)
         p1 = torch.sigmoid(logits1.float())
         p2 = None if logits2 is None else torch.sigmoid(logits2.float())
         # crops without side: their hippocampus goes to the channel that overlaps it more
@@ -212,6 +216,15 @@ def train_step(
                 logits2, target, p1, critic, cfg, reduce, terms, "2", mutual_scale, generator,
                 weight,
             )  # fmt: skip
+        return total, terms, p1, p2, target
+
+    total, terms, p1, p2, target = forward(dtype)
+    if dtype is torch.bfloat16 and any_true(not bool(torch.isfinite(total)), ctx):
+        # bfloat16's 8-bit mantissa can turn a tiny network's batch statistics into NaN (seen
+        # on 2- and 4-filter toys): this iteration again in float32, nothing was updated yet
+        log.warning("non-finite loss in bfloat16: this iteration is recomputed in float32")
+        total, terms, p1, p2, target = forward(None)
+    amp = dtype is not None
     if any_true(not bool(torch.isfinite(total)), ctx):
         raise NonFiniteLoss(f"loss is {float(total.detach())}")
 
@@ -226,7 +239,7 @@ def train_step(
         _set_requires_grad(state.critic, True)
         state.opt_critic.zero_grad(set_to_none=True)
         fake = p1.detach() if p2 is None else torch.cat([p1.detach(), p2.detach()])
-        with torch.autocast(device.type, dtype=dtype, enabled=amp):
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=amp):
             real_logits, _ = _critic_logits(state.critic, target, cfg.critic_fraction, generator)
             fake_logits, _ = _critic_logits(state.critic, fake, cfg.critic_fraction, generator)
             loss_c = critic_loss(real_logits, fake_logits)
