@@ -147,3 +147,31 @@ def test_a_non_finite_bfloat16_step_is_recomputed_in_float32(monkeypatch, caplog
     with caplog.at_level("WARNING"):
         out = steps.train_step(state, batch, config.loss, ctx, amp=True)
     assert np.isfinite(out["loss"]) and "recomputed in float32" in caplog.text
+    assert all(torch.isfinite(p).all() for p in state.vnet1.parameters())
+
+
+def test_non_finite_bfloat16_gradients_are_recomputed_in_float32(monkeypatch, caplog):
+    from lofihippseg.training import distributed as D
+    from lofihippseg.training import steps
+    from lofihippseg.training.config import TrainConfig
+    from lofihippseg.training.loop import _build
+
+    monkeypatch.setattr(steps, "autocast_dtype", lambda device, amp=True: torch.bfloat16)
+    config = TrainConfig(synthetic="packaged", patch_size=(16,) * 3, batch_size=2, device="cpu")
+    ctx = D.setup("cpu")
+    torch.manual_seed(0)
+    state, _ = _build(config.replace(model=config.model.__class__(n_filters=2)), ctx, 1)
+    original = state.vnet1.forward
+
+    def nan_gradient_in_bfloat16(x):  # a finite loss whose backward overflows
+        out = original(x)
+        if torch.is_autocast_enabled("cpu"):
+            out.register_hook(lambda g: g * float("nan"))
+        return out
+
+    state.vnet1.forward = nan_gradient_in_bfloat16
+    batch = {"image": torch.rand(2, 1, 16, 16, 16), "label": torch.zeros(2, 16, 16, 16).long()}
+    with caplog.at_level("WARNING"):
+        out = steps.train_step(state, batch, config.loss, ctx, amp=True)
+    assert np.isfinite(out["loss"]) and "recomputed in float32" in caplog.text
+    assert all(torch.isfinite(p).all() for p in state.vnet1.parameters())

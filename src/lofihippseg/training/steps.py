@@ -218,20 +218,31 @@ def train_step(
             )  # fmt: skip
         return total, terms, p1, p2, target
 
-    total, terms, p1, p2, target = forward(dtype)
-    if dtype is torch.bfloat16 and any_true(not bool(torch.isfinite(total)), ctx):
-        # bfloat16's 8-bit mantissa can turn a tiny network's batch statistics into NaN (seen
-        # on 2- and 4-filter toys): this iteration again in float32, nothing was updated yet
-        log.warning("non-finite loss in bfloat16: this iteration is recomputed in float32")
-        total, terms, p1, p2, target = forward(None)
+    optimisers = [state.opt1] + ([] if single_view else [state.opt2])
+    nets = [state.vnet1] + ([] if single_view else [state.vnet2])
+
+    def backward(dtype: torch.dtype | None):
+        """Forward and backward under ``dtype``: (loss, terms, p1, p2, target, grads finite)."""
+        total, terms, p1, p2, target = forward(dtype)
+        if not any_true(not bool(torch.isfinite(total)), ctx):
+            for opt in optimisers:
+                opt.zero_grad(set_to_none=True)
+            state.scaler.scale(total).backward()
+        finite = _grads_finite(nets) if dtype is torch.bfloat16 else True
+        return total, terms, p1, p2, target, not any_true(not finite, ctx)
+
+    total, terms, p1, p2, target, grads_ok = backward(dtype)
+    bad = not grads_ok or any_true(not bool(torch.isfinite(total)), ctx)
+    if dtype is torch.bfloat16 and bad:
+        # bfloat16's 8-bit mantissa can turn a tiny network's batch statistics or gradients
+        # into NaN (seen on 2- and 4-filter toys): the iteration again in float32, before any
+        # weight is updated
+        log.warning("non-finite loss or gradient in bfloat16: the step is recomputed in float32")
+        total, terms, p1, p2, target, _ = backward(None)
     amp = dtype is not None
     if any_true(not bool(torch.isfinite(total)), ctx):
         raise NonFiniteLoss(f"loss is {float(total.detach())}")
 
-    optimisers = [state.opt1] + ([] if single_view else [state.opt2])
-    for opt in optimisers:
-        opt.zero_grad(set_to_none=True)
-    state.scaler.scale(total).backward()
     for opt in optimisers:
         state.scaler.step(opt)
 
@@ -256,3 +267,13 @@ def train_step(
     out = {"loss": float(total.detach())} | {k: float(v) for k, v in terms.items()}
     out["lr"] = state.opt1.param_groups[0]["lr"]
     return out
+
+
+def _grads_finite(nets: list[nn.Module]) -> bool:
+    """Whether every gradient of ``nets`` is finite (no NaN or infinity)."""
+    return all(
+        bool(torch.isfinite(p.grad).all())
+        for net in nets
+        for p in net.parameters()
+        if p.grad is not None
+    )
