@@ -118,7 +118,8 @@ def test_training_autocasts_to_bfloat16_and_keeps_its_losses_in_float32():
     before = [p.detach().clone() for p in state.vnet1.parameters()]
     out = train_step(state, {"image": image, "label": label}, config.loss, ctx, amp=True)
     hook.remove()
-    assert seen == [torch.bfloat16]  # the network ran in bfloat16
+    # the network ran in bfloat16 (then once more in float32 if that step was not finite)
+    assert seen[0] == torch.bfloat16 and seen[1:] in ([], [torch.float32])
     assert all(np.isfinite(v) for k, v in out.items() if k != "lr")
     after = list(state.vnet1.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
