@@ -126,7 +126,8 @@ def test_training_autocasts_to_bfloat16_and_keeps_its_losses_in_float32():
     assert all(p.dtype == torch.float32 for p in state.vnet1.parameters())  # master weights
 
 
-def test_a_non_finite_bfloat16_step_is_recomputed_in_float32(monkeypatch, caplog):
+def _tiny_bfloat16_state(monkeypatch, corrupt):
+    """A 2-filter pair whose first network's bfloat16 pass is spoiled by ``corrupt(out)``."""
     from lofihippseg.training import distributed as D
     from lofihippseg.training import steps
     from lofihippseg.training.config import TrainConfig
@@ -139,38 +140,26 @@ def test_a_non_finite_bfloat16_step_is_recomputed_in_float32(monkeypatch, caplog
     state, _ = _build(config.replace(model=config.model.__class__(n_filters=2)), ctx, 1)
     original = state.vnet1.forward
 
-    def nan_in_bfloat16(x):  # what a tiny network's bfloat16 batch statistics can do
+    def spoiled(x):
         out = original(x)
-        return out * float("nan") if torch.is_autocast_enabled("cpu") else out
+        return corrupt(out) if torch.is_autocast_enabled("cpu") else out
 
-    state.vnet1.forward = nan_in_bfloat16
-    batch = {"image": torch.rand(2, 1, 16, 16, 16), "label": torch.zeros(2, 16, 16, 16).long()}
-    with caplog.at_level("WARNING"):
-        out = steps.train_step(state, batch, config.loss, ctx, amp=True)
-    assert np.isfinite(out["loss"]) and "recomputed in float32" in caplog.text
-    assert all(torch.isfinite(p).all() for p in state.vnet1.parameters())
+    state.vnet1.forward = spoiled
+    return steps, state, config, ctx
 
 
-def test_non_finite_bfloat16_gradients_are_recomputed_in_float32(monkeypatch, caplog):
-    from lofihippseg.training import distributed as D
-    from lofihippseg.training import steps
-    from lofihippseg.training.config import TrainConfig
-    from lofihippseg.training.loop import _build
+def _nan_output(out):  # what a tiny network's bfloat16 batch statistics can do
+    return out * float("nan")
 
-    monkeypatch.setattr(steps, "autocast_dtype", lambda device, amp=True: torch.bfloat16)
-    config = TrainConfig(synthetic="packaged", patch_size=(16,) * 3, batch_size=2, device="cpu")
-    ctx = D.setup("cpu")
-    torch.manual_seed(0)
-    state, _ = _build(config.replace(model=config.model.__class__(n_filters=2)), ctx, 1)
-    original = state.vnet1.forward
 
-    def nan_gradient_in_bfloat16(x):  # a finite loss whose backward overflows
-        out = original(x)
-        if torch.is_autocast_enabled("cpu"):
-            out.register_hook(lambda g: g * float("nan"))
-        return out
+def _nan_gradient(out):  # a finite loss whose backward overflows
+    out.register_hook(lambda g: g * float("nan"))
+    return out
 
-    state.vnet1.forward = nan_gradient_in_bfloat16
+
+@pytest.mark.parametrize("corrupt", [_nan_output, _nan_gradient], ids=["loss", "gradient"])
+def test_a_non_finite_bfloat16_step_is_recomputed_in_float32(monkeypatch, caplog, corrupt):
+    steps, state, config, ctx = _tiny_bfloat16_state(monkeypatch, corrupt)
     batch = {"image": torch.rand(2, 1, 16, 16, 16), "label": torch.zeros(2, 16, 16, 16).long()}
     with caplog.at_level("WARNING"):
         out = steps.train_step(state, batch, config.loss, ctx, amp=True)

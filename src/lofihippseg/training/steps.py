@@ -116,29 +116,10 @@ def _network_loss(
     gen: torch.Generator | None = None,
     weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Loss of one network; adds its terms (as tensors) to ``terms``. The terms are computed
-    in float32 whatever the network's autocast dtype (bfloat16's 8-bit mantissa overflows or
-    cancels in sums over a patch: the boundary term went NaN)."""
-    with torch.autocast(logits.device.type, enabled=False):
-        return _network_loss_fp32(
-            logits.float(), target, other_probs, critic, cfg, reduce, terms, tag, mutual_scale,
-            gen, weight,
-        )  # fmt: skip
-
-
-def _network_loss_fp32(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    other_probs: torch.Tensor | None,
-    critic: nn.Module | None,
-    cfg: LossConfig,
-    reduce,
-    terms: dict,
-    tag: str,
-    mutual_scale: float,
-    gen: torch.Generator | None,
-    weight: torch.Tensor | None,
-) -> torch.Tensor:
+    """Loss of one network; adds its terms (as tensors) to ``terms``. Called outside autocast:
+    the terms are float32 whatever dtype the network ran in (bfloat16's 8-bit mantissa
+    overflows or cancels in sums over a patch)."""
+    logits = logits.float()
     loss = supervised_loss(logits, target, cfg, reduce, weight)
     terms[f"sup{tag}"] = loss.detach()
     if cfg.use_mutual and other_probs is not None:
