@@ -100,6 +100,12 @@ def _predict_dicom(
         click.echo(f"{result.case} {result.status}{volumes}; outputs in {out_dir}")
         return
     report = predict_dicom(inputs, out_dir, loaded, settings, dicom_seg, not quiet, echo=note)
+    _summarise(report, report_html)
+
+
+def _summarise(report, report_html: bool) -> None:
+    """Print a batch's table, counts and errors (and its HTML report); exit non-zero when a
+    case failed (2: every case; 1: some)."""
     click.echo(report.table())
     done = sum(r.status == "ok" for r in report.results)
     skipped = sum(r.status == "skipped" for r in report.results)
@@ -385,19 +391,4 @@ def command(
         _predict_stacks(list(inputs), out_dir, loaded, settings, *extras)
         return
     report = predict(list(inputs), out_dir, loaded, settings, progress=not quiet)
-    click.echo(report.table())
-    done = sum(r.status == "ok" for r in report.results)
-    skipped = sum(r.status == "skipped" for r in report.results)
-    click.echo(
-        f"{done} done, {skipped} skipped (already done), {len(report.failed)} failed; "
-        f"outputs in {report.out_dir}"
-        + (f", volumes in {report.csv_path}" if report.csv_path else "")
-    )
-    if report_html:
-        from lofihippseg.reporting.cohort_report import write_report
-
-        click.echo(f"report: {write_report(report.out_dir)}")
-    for line in report.error_lines():
-        click.echo(line, err=True)
-    if report.failed:
-        sys.exit(report.exit_code)  # 2: every case failed; 1: some did
+    _summarise(report, report_html)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from lofihippseg.errors import LoFiError
+from lofihippseg.io.nifti import looks_like_dicom
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +71,6 @@ def require_pydicom() -> Any:
     except ImportError:
         raise LoFiError(f"DICOM input needs pydicom; {INSTALL_HINT}") from None
     return pydicom
-
-
-def looks_like_dicom(path: Path) -> bool:
-    """True for a file with the ``DICM`` marker at byte 128 or a ``.dcm``/``.ima`` suffix."""
-    if path.suffix.lower() in (".dcm", ".ima"):
-        return True
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(128)
-            return handle.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 def holds_dicom(folder: str | Path, limit: int = 200) -> bool:
