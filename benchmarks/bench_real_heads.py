@@ -151,5 +151,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from lofihippseg.errors import LoFiError
+
     np.seterr(all="ignore")
-    main()
+    try:
+        main()
+    except LoFiError as exc:  # missing heads or a bad model: one line
+        raise SystemExit(f"error: {exc}") from None

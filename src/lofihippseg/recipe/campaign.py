@@ -507,13 +507,13 @@ def run_campaign(
     Raises:
         LoFiError: missing data, a done stage whose settings changed, a stage's own errors.
     """
+    folders = stage_folders(recipe, out)
+    if until is not None and until not in folders:
+        raise LoFiError(f"--until {until}: the recipe has no such stage ({', '.join(folders)})")
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "recipe_as_run.json", json.dumps(recipe, indent=1))
     maps, msd = _data_paths(recipe, out)
     ixi = _ixi_path(recipe)
-    folders = stage_folders(recipe, out)
-    if until is not None and until not in folders:
-        raise LoFiError(f"--until {until}: the recipe has no such stage ({', '.join(folders)})")
     records: dict[str, dict] = {}
     hashes: dict[str, str] = {}
     for name, stage in recipe["stages"].items():

@@ -17,7 +17,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -117,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         if a.campaign is not None:
             from lofihippseg.recipe.campaign import stage_folders
 
-            recipe = json.loads((a.campaign / "recipe_as_run.json").read_text())
-            folder = stage_folders(recipe, a.campaign)["localiser"]
-            add_to_bundle(folder / "localiser.pt", a.add_to, campaign_provenance(a.campaign))
+            provenance = campaign_provenance(a.campaign)  # one line when not a campaign
+            folder = stage_folders(provenance["recipe"], a.campaign)["localiser"]
+            add_to_bundle(folder / "localiser.pt", a.add_to, provenance)
         else:
             add_to_bundle(a.out / "localiser.pt", a.add_to)
     return 0
