@@ -24,29 +24,6 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def repeated_heads(campaign: Path, folder: Path, repeat: int) -> Path:
-    """The real heads' training CSV with each training head listed ``repeat`` times (ids
-    ``NAME_rK``; validation heads once): a larger share of the real heads in the mix."""
-    from lofihippseg.recipe import real_heads
-
-    src = campaign / "02_ixi"
-    if repeat <= 1:
-        return src / real_heads.TRAINVAL_CSV
-    folder.mkdir(parents=True, exist_ok=True)
-    train, val = real_heads.cases(src, "train"), real_heads.cases(src, "val")
-    rows = ["case_id,image,label"]
-    ids = []
-    for k in range(repeat):
-        for c in train:
-            ids.append(f"{c.case_id}_r{k}")
-            rows.append(f"{ids[-1]},{c.image},{c.label}")
-    rows += [f"{c.case_id},{c.image},{c.label}" for c in val]
-    (folder / "heads.csv").write_text("\n".join(rows) + "\n")
-    (folder / "train.list").write_text("".join(f"{i}\n" for i in ids))
-    (folder / "val.list").write_text("".join(f"{c.case_id}\n" for c in val))
-    return folder / "heads.csv"
-
-
 def run_config(
     campaign: Path,
     out: Path,
@@ -67,7 +44,11 @@ def run_config(
     pool_dir = campaign / "03_pool"
     data = [str(pool_dir / "pool_t2")]
     if ixi:
-        data.append(str(repeated_heads(campaign, out / f"{name}_heads", repeat)))
+        from lofihippseg.recipe import real_heads
+
+        data.append(
+            str(real_heads.repeated_csv(campaign / "02_ixi", out / f"{name}_heads", repeat))
+        )
     config = load_settings(TrainConfig, REPO / stage["config"])
     return config.replace(
         data=tuple(data),

@@ -128,3 +128,10 @@ def test_the_recipe_writes_the_split_labels_and_csvs_train_reads(tmp_path):
     assert {1, 2} <= set(np.unique(labels).tolist())
     again = real_heads.write(root, tmp_path, seed=41, held_out=30, n_val=10, limit=2)
     assert again["written"] == 0  # resumable: labels already there are kept
+    # a larger share of real heads in a pair's mix: each training head listed twice, the
+    # validation heads once, as train's data reads them
+    assert real_heads.repeated_csv(tmp_path, tmp_path / "x1", 1) == tmp_path / "heads.csv"
+    twice, twice_val = split_dataset(real_heads.repeated_csv(tmp_path, tmp_path / "x2", 2))
+    assert [c.case_id for c in twice] == [f"{c.case_id}_r{k}" for k in (0, 1) for c in train]
+    assert [c.image for c in twice] == [c.image for c in train] * 2
+    assert [c.case_id for c in twice_val] == [c.case_id for c in val]

@@ -42,8 +42,8 @@ def test_profile_and_scale_knob(tmp_path):
     assert smoke["stages"]["refiner"]["filters"] == full["stages"]["refiner"]["filters"]
     assert smoke["stages"]["pair_t2"]["overrides"]["unsided_side"] == "left"  # merged, not lost
     big = load_recipe(scale=2.5, batch_scale=2, device="cuda")
-    assert big["stages"]["pair_t1"]["iterations"] == 40000
-    assert big["stages"]["refiner_data"]["count"] == 5000
+    assert big["stages"]["pair_t1"]["iterations"] == 6000  # 2,400 x 2.5
+    assert big["stages"]["refiner_data"]["count"] == 600
     assert big["stages"]["refiner"]["batch"] == 8
     assert big["stages"]["pair_t1"]["overrides"]["batch_size"] == 8
     assert big["run"] == {"profile": None, "scale": 2.5, "batch_scale": 2, "device": "cuda",
@@ -190,6 +190,12 @@ def test_plan_multiplies_measured_timings_and_names_what_is_unmeasured(tmp_path,
     assert "not measured yet: a, b, c" in text
     assert "02_b" not in plan.status(recipe, tmp_path / "big")
     assert "done in" in plan.status(recipe, small)
+    # a stage done in this campaign plans with its own wall time (validation, checkpoints and
+    # slow first iterations included), not the seconds timed when it started
+    wall = json.loads((small / "02_b" / "timing.json").read_text())["seconds"]
+    here = {r.name: r for r in plan.campaign_plan(_toy_recipe(tmp_path), small)}
+    assert here["b"].per_unit == pytest.approx(wall / 6) and "wall time" in here["b"].source
+    assert here["a"].per_unit == pytest.approx(2.0)
 
 
 def test_provenance_hashes_commit_and_versions(tmp_path):
@@ -258,6 +264,16 @@ def test_smoke_campaign_end_to_end(tmp_path):
     info = bundle_info(bundle)
     stages = info["provenance"]["stages"]
     assert stages["pair_t2"]["iterations"] == 4 and stages["pool"]["maps"]
+    # the real training heads: in both pairs' data (listed twice), bfloat16 where native, and
+    # the refiner's cubes
+    for folder in ("05_pair_t2", "06_pair_t1"):
+        config = json.loads((tmp_path / "c" / folder / "run" / "config.json").read_text())
+        assert config["data"][1].endswith("heads/heads.csv") and config["amp"], folder
+        assert config["loss"]["mutual_rampup"] == 0.2 and config["synthetic_pool"] == 4, folder
+        listed = (tmp_path / "c" / folder / "heads" / "train.list").read_text().split()
+        assert len(listed) == 2 * len(set(n.rsplit("_r", 1)[0] for n in listed))
+    assert stages["refiner_data"]["real_heads"] == len(stages["ixi"]["train"]) > 0
+    assert list((tmp_path / "c" / "08_refiner_data").glob("real_IXI*.npz"))
     card = json.loads((tmp_path / "c" / "12_card" / "card.json").read_text())
     assert "t1_head" in card
 
@@ -267,7 +283,7 @@ def test_recipe_command_line_plan_status_and_one_line_errors(tmp_path, capsys):
 
     assert main(["plan", "--out", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out
-    assert "pair_t2" in out and "16000 iteration(s)" in out and "not measured yet" in out
+    assert "pair_t2" in out and "4000 iteration(s)" in out and "not measured yet" in out
     assert main(["status", "--out", str(tmp_path / "c")]) == 0
     assert "pair_t2       pair         not started" in capsys.readouterr().out
     bad = tmp_path / "bad.toml"
@@ -275,3 +291,26 @@ def test_recipe_command_line_plan_status_and_one_line_errors(tmp_path, capsys):
     assert main(["plan", "--recipe", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {bad}: cannot read the recipe") and err.count("\n") == 1
+
+
+def test_the_stage_gain_table_sets_each_stage_s_gain_beside_its_minutes(tmp_path):
+    import importlib.util
+
+    from conftest import REPO
+
+    path = REPO / "benchmarks" / "recipe_stage_gain.py"
+    spec = importlib.util.spec_from_file_location("recipe_stage_gain", path)
+    gain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gain)
+    for name, seconds in (("04_localiser", 600), ("08_refiner_data", 300), ("09_refiner", 900)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "timing.json").write_text(json.dumps({"seconds": seconds}))
+    minutes = gain.stage_minutes(tmp_path)
+    assert minutes == {"localiser": 10.0, "refiner_data": 5.0, "refiner": 15.0}
+    full = {"sets": {"random": {"dice_left": 0.80, "dice_right": 0.70}}}
+    without = {"refiner": {"sets": {"random": {"dice_left": 0.76, "dice_right": 0.70}}}}
+    rows = gain.table(minutes, full, without).splitlines()
+    assert "| localiser | 10.0 | | | | | |" in rows
+    # the refiner's cubes count toward the refiner: 20 minutes for +0.02 mean Dice
+    assert "| refiner | 20.0 | random | 0.750 | 0.730 | +0.020 | +0.0100 |" in rows
+    assert not any(r.startswith("| refiner_data") for r in rows)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,10 +210,9 @@ def test_cli_refiner_flags(tmp_path, capsys):
     assert code == 0, err
 
 
-def test_train_refiner_trains_and_resumes(tmp_path):
+def _cubes(folder: Path) -> Path:
     rng = np.random.default_rng(0)
-    data = tmp_path / "cubes"
-    data.mkdir()
+    folder.mkdir()
     for i in (1, 2, 20):  # 20 is held out for the run's validation
         truth = ball((64, 64, 64), (32, 32, 32), 8)
         cubes = {
@@ -220,7 +220,38 @@ def test_train_refiner_trains_and_resumes(tmp_path):
             "prior0": (ball((64, 64, 64), (34, 32, 32), 8) * 0.9).astype(np.float16),
             "truth0": truth.astype(np.uint8),
         }
-        np.savez(data / f"random_{i:05d}.npz", **cubes)
+        np.savez(folder / f"random_{i:05d}.npz", **cubes)
+    return folder
+
+
+@pytest.mark.parametrize("amp", [True, False])
+def test_the_refiner_trains_in_bfloat16_where_native_and_float32_without_amp(
+    tmp_path, monkeypatch, amp
+):
+    from lofihippseg.recipe import refiner_training as rt
+
+    seen = []
+    real_autocast = torch.autocast
+
+    def spy(device_type, dtype=None, enabled=True):
+        seen.append(dtype if enabled else None)
+        return real_autocast(device_type, dtype=dtype, enabled=enabled)
+
+    monkeypatch.setattr(rt.torch, "autocast", spy)
+    monkeypatch.setattr("lofihippseg.models.precision.cpu_bfloat16_native", lambda: True)
+    lines = []
+    out = tmp_path / "run"
+    rt.train_refiner([_cubes(tmp_path / "cubes")], out, 2, batch=2, filters=2, every=2,
+                     log=lines.append, amp=amp)  # fmt: skip
+    assert seen == [torch.bfloat16 if amp else None] * 2
+    assert any(("bfloat16" if amp else "float32") in line for line in lines)
+    state = torch.load(out / "refiner_2.pt", weights_only=True)
+    assert all(v.dtype != torch.bfloat16 for v in state.values())  # the weights stay float32
+    assert all(torch.isfinite(v.float()).all() for v in state.values())
+
+
+def test_train_refiner_trains_and_resumes(tmp_path):
+    data = _cubes(tmp_path / "cubes")
     train = importlib.import_module("lofihippseg.recipe.refiner_training").main
     out = tmp_path / "run"
     args = ["--data", str(data), "--out", str(out), "--filters", "2", "--batch", "2"]

@@ -12,6 +12,7 @@ files already written.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -185,14 +186,20 @@ def stage_localiser(ctx: StageContext, p: dict) -> dict:
 
 def _pair_config(ctx: StageContext, p: dict):
     from lofihippseg.config import load_settings
+    from lofihippseg.recipe import real_heads
     from lofihippseg.training.config import TrainConfig
 
     pool = ctx.path(p["pool"])
     msd = ctx.records.get("msd", {})
     msd_csv = ctx.folders["msd"] / "msd_trainval.csv" if "train" in msd else None
     config = load_settings(TrainConfig, ctx.path(p["config"]))
+    data = [str(pool / f"pool_{p['family']}")]
+    real = p.get("real")
+    if real and "skipped" not in ctx.records.get(real.removeprefix("stage:"), {}):
+        repeat = int(p.get("real_repeat", 1))
+        data.append(str(real_heads.repeated_csv(ctx.path(real), ctx.folder / "heads", repeat)))
     changes = dict(
-        data=(str(pool / f"pool_{p['family']}"),),
+        data=tuple(data),
         unsided=(str(msd_csv),) if msd_csv else (),
         synthetic=str(pool / "pool" / "training_maps.list"),
         iterations=p["iterations"],
@@ -206,12 +213,20 @@ def _pair_config(ctx: StageContext, p: dict):
         name="run",
         out_dir=str(ctx.folder),
         device=ctx.device,
+        amp=bool(p.get("amp", True)),  # bfloat16 where the CPU computes it natively; CUDA: fp16
         # on a CPU the data is made in the training thread (one thread in all); a GPU needs workers
         num_workers=0 if ctx.device == "cpu" else max(config.num_workers, 4),
         plan=(),
     )
     changes.update(p.get("overrides", {}))
+    if p.get("loss"):  # the stage's [loss] table: LossConfig fields
+        changes["loss"] = dataclasses.replace(config.loss, **p["loss"])
     return config.replace(**changes)
+
+
+def _checkpoint_iteration(path: Path) -> int:
+    """The iteration a training checkpoint was saved at."""
+    return int(torch.load(path, weights_only=True, map_location="cpu")["iteration"])
 
 
 def stage_pair(ctx: StageContext, p: dict) -> dict:
@@ -234,7 +249,15 @@ def stage_pair(ctx: StageContext, p: dict) -> dict:
     # written now, not only when the stage ends: `make model-plan` reads it during the run
     write_text_atomic(ctx.folder / TIMING, json.dumps(ctx.timing, indent=1))
     resume = run if (run / "checkpoints" / "last.pt").is_file() else None
+    start = _checkpoint_iteration(run / "checkpoints" / "last.pt") if resume else 0
+    t = time.perf_counter()
     train(config, resume=resume)
+    if config.iterations > start:  # what a plan should multiply: the loop as it ran
+        ctx.timing.update(
+            per_unit=(time.perf_counter() - t) / (config.iterations - start),
+            how=f"the run's {config.iterations - start} iterations, validation and checkpoints "
+            f"included (3 iterations timed before it: {seconds:.2f} s)",
+        )
     return {
         "iterations": config.iterations,
         "seed": config.seed,
@@ -267,7 +290,13 @@ def stage_assemble(ctx: StageContext, p: dict) -> dict:
 
 def stage_refiner_data(ctx: StageContext, p: dict) -> dict:
     """The refiner's training cubes from the pairs' own outputs."""
-    from lofihippseg.recipe.refiner_data import msd_cubes, pairs_predictor, synthetic_cubes
+    from lofihippseg.recipe import real_heads
+    from lofihippseg.recipe.refiner_data import (
+        msd_cubes,
+        pairs_predictor,
+        real_head_cubes,
+        synthetic_cubes,
+    )
 
     predictor = pairs_predictor(ctx.path(p["model"]) / "pairs.pt")
     t = time.perf_counter()
@@ -278,12 +307,19 @@ def stage_refiner_data(ctx: StageContext, p: dict) -> dict:
         ids = ids[: p["msd_limit"]] if p.get("msd_limit") else ids
         crops = len(ids)
         made += msd_cubes(ctx.folder, predictor, ctx.msd, ids)
+    n_real = 0
+    real = p.get("real")
+    if real and "skipped" not in ctx.records.get(real.removeprefix("stage:"), {}):
+        heads = real_heads.cases(ctx.path(real), "train")
+        n_real = len(heads)
+        made += real_head_cubes(ctx.folder, predictor, heads)
     if made:
         ctx.timing.update(unit="scan", units=made, seconds=time.perf_counter() - t)
     files = sorted(ctx.folder.glob("*.npz"))
     return {
         "scans": p["count"],
         "msd_crops": crops,
+        "real_heads": n_real,
         "seed_base": 700_000,
         "files": len(files),
         "files_digest": pv.list_digest(pv.file_list(files)),
@@ -304,6 +340,7 @@ def stage_refiner(ctx: StageContext, p: dict) -> dict:
         p["every"],
         seed=p["seed"],
         log=ctx.log,
+        amp=bool(p.get("amp", True)),
     )
     timing = ctx.folder / "loop_timing.json"
     if timing.is_file():
@@ -396,7 +433,8 @@ def stage_card(ctx: StageContext, p: dict) -> dict:
     )  # fmt: skip
     sets = len(figures.get("sets", {})) * p["n"]
     crops = sum(f["n"] for f in figures.get("msd", {}).values())
-    ctx.timing.update(unit="prediction", units=sets + crops + 2)
+    runs = 2 if p.get("compare_shipped") else 1  # the shipped bundle predicts the same scans
+    ctx.timing.update(unit="prediction", units=runs * (sets + crops + 2 + len(heads)))
     record = {"figures": "card.json", "table": "card.md"}
     tables = card_table(figures, str(model))
     if p.get("compare_shipped"):  # the same scans through the shipped bundle: ship or not

@@ -314,18 +314,20 @@ def card_figures(
     sets: tuple[str, ...] = EVAL_SETS,
     log=print,
     real_heads: Sequence[Case] = (),
+    settings: PredictSettings | None = None,
 ) -> dict:
     """The card's figures as data, every scan through ``predict``'s own ``Predictor`` with its
-    default settings on the CPU: the synthetic sets of the held-back maps 14-16 (skipped when
-    ``maps`` holds none), the MSD test crops (``msd_test``: ``images/``, ``labels/``; the first
-    ``msd_limit`` when above 0), the held-back real heads (``real_heads``: image and label
-    1 left / 2 right; ``recipe.real_heads``), the packaged synthetic example and the real T1
-    head.
+    default settings on the CPU (or ``settings``, e.g. without the refiner): the synthetic sets
+    of the held-back maps 14-16 (skipped when ``maps`` holds none), the MSD test crops
+    (``msd_test``: ``images/``, ``labels/``; the first ``msd_limit`` when above 0), the
+    held-back real heads (``real_heads``: image and label 1 left / 2 right;
+    ``recipe.real_heads``), the packaged synthetic example and the real T1 head.
 
     Example:
         >>> card_figures(None, Path("../shared/data/synthseg_label_maps"), n=1)  # doctest: +SKIP
     """
-    predictor = Predictor(load_model(str(model) if model else None), PredictSettings(device="cpu"))
+    settings = settings or PredictSettings(device="cpu")
+    predictor = Predictor(load_model(str(model) if model else None), settings)
     figures: dict = {"model": str(model or DEFAULT_MODEL), "settings": predictor.describe(),
                      "n": n, "seed": seed, "sets": {}}  # fmt: skip
     held = split_maps(maps)[1] if maps is not None and maps.is_dir() else []
@@ -362,6 +364,25 @@ def card_figures(
     return figures
 
 
+def set_dice(figures: dict) -> dict[str, list[float]]:
+    """Each set's Dice from :func:`card_figures`'s data: [left, right] for heads (synthetic sets,
+    ``real_heads``), [merged] for the MSD crops (``msd_stored``, ``msd_mirrored``).
+
+    Example:
+        >>> set_dice({"sets": {"random": {"dice_left": 0.7, "dice_right": 0.8}}})
+        {'random': [0.7, 0.8]}
+    """
+    out = {name: [f["dice_left"], f["dice_right"]] for name, f in figures.get("sets", {}).items()}
+    if "real_heads" in figures:
+        out["real_heads"] = [
+            figures["real_heads"]["dice_left"],
+            figures["real_heads"]["dice_right"],
+        ]
+    for kind, f in figures.get("msd", {}).items():
+        out[f"msd_{kind}"] = [f["dice"]]
+    return out
+
+
 def no_worse_than(new: dict, old: dict, tolerance: float = 0.01) -> dict:
     """Whether ``new``'s card figures are no worse than ``old``'s on every set both hold (each
     side's Dice, the crops' merged Dice), within ``tolerance``: the rule for shipping a rebuilt
@@ -373,20 +394,8 @@ def no_worse_than(new: dict, old: dict, tolerance: float = 0.01) -> dict:
         >>> no_worse_than(a, b)["all"]
         True
     """
-    rows: dict[str, dict] = {}
-    for name, f in new.get("sets", {}).items():
-        if name in old.get("sets", {}):
-            mine = [f["dice_left"], f["dice_right"]]
-            theirs = [old["sets"][name]["dice_left"], old["sets"][name]["dice_right"]]
-            rows[name] = {"new": mine, "old": theirs}
-    if "real_heads" in new and "real_heads" in old:
-        rows["real_heads"] = {
-            "new": [new["real_heads"]["dice_left"], new["real_heads"]["dice_right"]],
-            "old": [old["real_heads"]["dice_left"], old["real_heads"]["dice_right"]],
-        }
-    for kind, f in new.get("msd", {}).items():
-        if kind in old.get("msd", {}):
-            rows[f"msd_{kind}"] = {"new": [f["dice"]], "old": [old["msd"][kind]["dice"]]}
+    mine, theirs = set_dice(new), set_dice(old)
+    rows = {name: {"new": d, "old": theirs[name]} for name, d in mine.items() if name in theirs}
     for row in rows.values():
         row["ok"] = all(a >= b - tolerance for a, b in zip(row["new"], row["old"], strict=True))
     return {

@@ -39,15 +39,19 @@ class StagePlan:
         return None if self.per_unit is None else self.units * self.per_unit / 3600
 
 
-def stage_units(stage: dict, msd_train: int = 144) -> tuple[str, int]:
-    """(unit, how many) a stage costs at the recipe's scale."""
+def stage_units(
+    stage: dict, msd_train: int = 144, real_train: int = 135, real_held: int = 30
+) -> tuple[str, int]:
+    """(unit, how many) a stage costs at the recipe's scale (``real_*``: the IXI split's
+    training and held-back heads, read by stages with ``real``)."""
     kind = stage["kind"]
     if kind == "pool":
         return "case", stage["n"] + stage["n_val"]
     if kind in ("localiser", "pair", "refiner"):
         return "iteration", stage["iterations"]
     if kind == "refiner_data":
-        return "scan", stage["count"] + (stage.get("msd_limit") or msd_train)
+        real = real_train if stage.get("real") else 0
+        return "scan", stage["count"] + (stage.get("msd_limit") or msd_train) + real
     if kind == "quality":
         crops = stage.get("n_msd") or msd_train
         held = (stage.get("n_held") or 0) + (41 if stage.get("n_held") else 0)
@@ -55,7 +59,8 @@ def stage_units(stage: dict, msd_train: int = 144) -> tuple[str, int]:
     if kind == "card":
         crops = stage.get("msd_limit") or 41
         runs = 2 if stage.get("compare_shipped") else 1  # and the shipped bundle's
-        return "prediction", runs * (3 * stage["n"] + 2 * crops + 2)
+        real = real_held if stage.get("real") else 0
+        return "prediction", runs * (3 * stage["n"] + 2 * crops + 2 + real)
     return "run", 1
 
 
@@ -72,14 +77,38 @@ def _measured(folder: Path, unit: str) -> float | None:
     return float(value) if value else None
 
 
+def _as_run(out: Path) -> dict:
+    """The stages of the recipe as the campaign in ``out`` ran them (empty when none ran)."""
+    try:
+        return json.loads((out / "recipe_as_run.json").read_text())["stages"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def _wall_per_unit(folder: Path, stage: dict | None) -> float | None:
+    """A done stage's wall seconds per unit of the settings it ran with (None: not done)."""
+    if stage is None or not (folder / DONE).is_file():
+        return None
+    try:
+        seconds = float(json.loads((folder / TIMING).read_text())["seconds"])
+    except (OSError, ValueError, KeyError):
+        return None
+    units = stage_units(stage)[1]
+    return seconds / units if units > 0 and seconds > 0 else None
+
+
 def campaign_plan(recipe: dict, out: Path, timings: list[Path] | None = None) -> list[StagePlan]:
     """Each stage's units and measured seconds per unit (this campaign's, else ``timings``')."""
     folders = stage_folders(recipe, out)
     others = [stage_folders(recipe, Path(t)) for t in timings or []]
+    as_run = _as_run(out)
     rows = []
     for name, stage in recipe["stages"].items():
         unit, units = stage_units(stage)
         per, source = _measured(folders[name], unit), "measured here"
+        wall = _wall_per_unit(folders[name], as_run.get(name))
+        if wall is not None:  # done here: its own wall time, checkpoints and validation included
+            per, source = wall, "measured here: the stage's wall time"
         for other in others:
             if per is None:
                 per, source = _measured(other[name], unit), f"measured in {other[name].parent}"

@@ -85,3 +85,23 @@ def cases(folder: Path, part: str) -> list[Case]:
         raise LoFiError(f"{folder}: no real-heads split here (run the ixi stage first)")
     by_id = {c.case_id: c for c in discover_cases(source)}
     return [by_id[name] for name in read_case_list(listing)]
+
+
+def repeated_csv(folder: Path, out: Path, repeat: int) -> Path:
+    """The training CSV of the split in ``folder`` with each training head listed ``repeat``
+    times (ids ``NAME_rK``; validation heads once): a larger share of real heads in a mix.
+    ``repeat`` 1 is the split's own ``heads.csv``; otherwise it is written under ``out``."""
+    if repeat <= 1:
+        return folder / TRAINVAL_CSV
+    train, val = cases(folder, "train"), cases(folder, "val")
+    rows, ids = ["case_id,image,label"], []
+    for k in range(repeat):
+        for c in train:
+            ids.append(f"{c.case_id}_r{k}")
+            rows.append(f"{ids[-1]},{c.image},{c.label}")
+    rows += [f"{c.case_id},{c.image},{c.label}" for c in val]
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / TRAINVAL_CSV, "\n".join(rows) + "\n")
+    write_text_atomic(out / "train.list", "".join(f"{i}\n" for i in ids))
+    write_text_atomic(out / "val.list", "".join(f"{c.case_id}\n" for c in val))
+    return out / TRAINVAL_CSV

@@ -1,9 +1,10 @@
 """Training cubes for the outline refiner (``lofihippseg.inference.refiner``).
 
 Synthetic scans of the training label maps 01-13 (never the held-back 14-16) in the card's
-recipes (random contrast, the generator's low-field T2 defaults, T2 resampled to 1-2 mm, T1-like)
-and the MSD training crops go through the shipped model's ``predict`` without edge refinement;
-each found side's cube (scan, fused probability, truth) is saved at 1 mm as one ``.npz`` per scan.
+recipes (random contrast, the generator's low-field T2 defaults, T2 resampled to 1-2 mm, T1-like),
+the MSD training crops and (in the recipe) the real IXI training heads go through the shipped
+model's ``predict`` without edge refinement; each found side's cube (scan, fused probability,
+truth) is saved at 1 mm as one ``.npz`` per scan.
 
     python -m lofihippseg.recipe.refiner_data --out runs/refiner_data --start 0 --count 400
 """
@@ -92,6 +93,22 @@ def msd_cubes(out: Path, predictor: Predictor, msd: Path, cases: list[str]) -> i
         vol = load_image(msd / "imagesTr" / f"{cid}.nii.gz")
         truth = load_label(msd / "labelsTr" / f"{cid}.nii.gz", reference=vol).data
         save(dest, side_cubes(vol, predict_full(predictor, vol), truth, merged=True))
+        written += 1
+    return written
+
+
+def real_head_cubes(out: Path, predictor: Predictor, heads: list) -> int:
+    """Write one ``real_NAME.npz`` per labelled real head (``io.datasets.Case``: image and
+    hippocampus labels 1 left, 2 right) not yet done; returns the count written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for case in heads:
+        dest = out / f"real_{case.case_id}.npz"
+        if dest.exists():
+            continue
+        vol = load_image(case.image)
+        truth = load_label(case.label, reference=vol, allowed={0, 1, 2}).data
+        save(dest, side_cubes(vol, predict_full(predictor, vol), truth))
         written += 1
     return written
 

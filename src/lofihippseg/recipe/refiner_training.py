@@ -159,18 +159,23 @@ def train_refiner(
     widen_from: Path | None = None,
     seed: int = 0,
     log=print,
+    amp: bool = True,
 ) -> Path:
     """Train (or resume from ``out/last.pt``) a refiner on the cubes in ``data``; a checkpoint
-    every ``every`` iterations; returns the last weights (``out/refiner_N.pt``).
+    every ``every`` iterations; returns the last weights (``out/refiner_N.pt``). ``amp``: the
+    network's forward in bfloat16 where the CPU computes it natively (the loss in float32).
 
     Raises:
         LoFiError: no training cubes in ``data``.
     """
     from lofihippseg.errors import LoFiError
+    from lofihippseg.models.precision import autocast_dtype, precision_name
 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     net = rf.Refiner(filters)
+    dtype = autocast_dtype("cpu", amp)
+    log(f"precision: {precision_name('cpu', amp)}")
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     start = 0
     ckpt = out / "last.pt"
@@ -183,7 +188,8 @@ def train_refiner(
         widen(net, torch.load(widen_from, weights_only=True))
     settings = {"data": [str(d) for d in data], "out": str(out), "iterations": iterations,
                 "batch": batch, "lr": lr, "filters": filters, "every": every,
-                "widen_from": str(widen_from) if widen_from else None, "seed": seed}  # fmt: skip
+                "widen_from": str(widen_from) if widen_from else None, "seed": seed,
+                "amp": amp}  # fmt: skip
     (out / "settings.json").write_text(json.dumps(settings, indent=1))
     rng = random.Random(seed * 1_000_003 + start)
     files: list[Path] = []
@@ -207,7 +213,9 @@ def train_refiner(
                 x, y = augment(*got, rng)
                 xs.append(x)
                 ys.append(y)
-        loss = loss_fn(net(torch.stack(xs)), torch.stack(ys))
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = net(torch.stack(xs))
+        loss = loss_fn(logits.float(), torch.stack(ys))
         opt.zero_grad()
         loss.backward()
         opt.step()

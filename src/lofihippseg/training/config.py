@@ -90,7 +90,8 @@ class TrainConfig:
         train_second_view: network 2 sees the frequency view in training (``False``: released).
         single_view: train network 1 only (ablation; no mutual loss).
         foreground_fraction: probability that a patch is centred on a random foreground voxel.
-        amp: mixed precision (fp16 autocast + GradScaler), only on CUDA.
+        amp: mixed precision: float16 autocast with loss scaling on CUDA, bfloat16 autocast on
+            a CPU that computes it natively (``models.precision.autocast_dtype``).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         num_workers: DataLoader worker processes.
         cache_cases: keep loaded (cropped, normalised) cases in memory.
