@@ -45,6 +45,7 @@ def test_profile_and_scale_knob(tmp_path):
     assert big["stages"]["pair_t1"]["iterations"] == 6000  # 2,400 x 2.5
     assert big["stages"]["refiner_data"]["count"] == 600
     assert big["stages"]["refiner"]["batch"] == 8
+    assert big["stages"]["pair_t2"]["overrides"]["synthetic_pool"] == 600  # 240 boxes x 2.5
     assert big["stages"]["pair_t1"]["overrides"]["batch_size"] == 8
     assert big["run"] == {"profile": None, "scale": 2.5, "batch_scale": 2, "device": "cuda",
                           "file": str(REPO / "release" / "recipe.toml")}  # fmt: skip

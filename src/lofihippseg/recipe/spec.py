@@ -1,10 +1,10 @@
 """The recipe file (``release/recipe.toml``): stages as data, with profiles and a scale knob.
 
 ``load_recipe`` reads it, merges a profile (``smoke``: toy scale) and applies the scale knob:
-``scale`` multiplies every stage's ``iterations`` and ``count`` (a lent GPU runs the same
-recipe longer), ``batch_scale`` multiplies its batches (``batch``; a pair's
-``overrides.batch_size``). What it returns is the recipe as run: it is saved in the campaign
-folder and in the bundle.
+``scale`` multiplies every stage's ``iterations`` and ``count`` and a pair's synthetic box
+pool (a lent GPU runs the same recipe longer), ``batch_scale`` multiplies its batches
+(``batch``; a pair's ``overrides.batch_size``). What it returns is the recipe as run: it is
+saved in the campaign folder and in the bundle.
 """
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ def load_recipe(
         for key in SCALED:
             if key in stage:
                 stage[key] = max(1, round(stage[key] * scale))
+        pool = stage.get("overrides", {}).get("synthetic_pool")
+        if pool:  # as many draws per box at every scale
+            stage["overrides"]["synthetic_pool"] = max(1, round(pool * scale))
         if "batch" in stage:
             stage["batch"] *= batch_scale
         if stage["kind"] == "pair" and batch_scale > 1:
