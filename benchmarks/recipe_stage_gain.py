@@ -113,7 +113,11 @@ def main() -> int:
         print(f"{args.campaign}: no exported bundle (run the campaign to its export first)")
         return 2
     torch.set_num_threads(args.threads)
-    without = json.loads(args.reuse.read_text())["without"] if args.reuse else {}
+    try:
+        without = json.loads(args.reuse.read_text())["without"] if args.reuse else {}
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"{args.reuse}: not figures this script wrote ({exc})")
+        return 2
     for stage in args.stages:
         if stage not in without:
             settings, parts = VARIANTS[stage]

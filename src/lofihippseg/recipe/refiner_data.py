@@ -82,35 +82,38 @@ def synthetic(kind: str, gens: dict, seed: int, tmp: Path):
     return vol, load_label(lp, reference=vol, allowed={0, 1, 2}).data
 
 
-def msd_cubes(out: Path, predictor: Predictor, msd: Path, cases: list[str]) -> int:
-    """Write one ``msd_ID.npz`` per MSD training crop not yet done; returns the count written."""
+def labelled_cubes(
+    out: Path, predictor: Predictor, scans: list[tuple[str, Path, Path]], merged: bool = False
+) -> int:
+    """Write one ``NAME.npz`` per labelled scan (``(NAME, image, labels)``) not yet done;
+    ``merged``: one unsided hippocampus (MSD crops), else labels 1 left, 2 right. Returns the
+    count written."""
     out.mkdir(parents=True, exist_ok=True)
     written = 0
-    for cid in cases:
-        dest = out / f"msd_{cid}.npz"
+    for name, image, label in scans:
+        dest = out / f"{name}.npz"
         if dest.exists():
             continue
-        vol = load_image(msd / "imagesTr" / f"{cid}.nii.gz")
-        truth = load_label(msd / "labelsTr" / f"{cid}.nii.gz", reference=vol).data
-        save(dest, side_cubes(vol, predict_full(predictor, vol), truth, merged=True))
+        vol = load_image(image)
+        allowed = None if merged else {0, 1, 2}
+        truth = load_label(label, reference=vol, allowed=allowed).data
+        save(dest, side_cubes(vol, predict_full(predictor, vol), truth, merged=merged))
         written += 1
     return written
+
+
+def msd_cubes(out: Path, predictor: Predictor, msd: Path, cases: list[str]) -> int:
+    """Write one ``msd_ID.npz`` per MSD training crop not yet done; returns the count written."""
+    scans = [(f"msd_{c}", msd / "imagesTr" / f"{c}.nii.gz", msd / "labelsTr" / f"{c}.nii.gz")
+             for c in cases]  # fmt: skip
+    return labelled_cubes(out, predictor, scans, merged=True)
 
 
 def real_head_cubes(out: Path, predictor: Predictor, heads: list) -> int:
     """Write one ``real_NAME.npz`` per labelled real head (``io.datasets.Case``: image and
     hippocampus labels 1 left, 2 right) not yet done; returns the count written."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = 0
-    for case in heads:
-        dest = out / f"real_{case.case_id}.npz"
-        if dest.exists():
-            continue
-        vol = load_image(case.image)
-        truth = load_label(case.label, reference=vol, allowed={0, 1, 2}).data
-        save(dest, side_cubes(vol, predict_full(predictor, vol), truth))
-        written += 1
-    return written
+    scans = [(f"real_{c.case_id}", Path(c.image), Path(c.label)) for c in heads]
+    return labelled_cubes(out, predictor, scans)
 
 
 def synthetic_cubes(
