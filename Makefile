@@ -41,7 +41,7 @@ model-smoke: setup
 
 # The campaign's cost from measured timings (its own, else the smoke run's), and where it stands.
 model-plan: setup
-	$(BIN)/python -m lofihippseg.recipe plan --out runs/model --timings runs/model-smoke $(MODEL_ARGS)
+	$(BIN)/python -m lofihippseg.recipe plan --out runs/model --threads $(MODEL_THREADS) --timings runs/model-smoke $(MODEL_ARGS)
 
 model-status: setup
 	$(BIN)/python -m lofihippseg.recipe status --out runs/model $(MODEL_ARGS)

@@ -45,7 +45,8 @@ def test_profile_and_scale_knob(tmp_path):
     assert big["stages"]["pair_t1"]["iterations"] == 6000  # 2,400 x 2.5
     assert big["stages"]["refiner_data"]["count"] == 600
     assert big["stages"]["refiner"]["batch"] == 8
-    assert big["stages"]["pair_t2"]["overrides"]["synthetic_pool"] == 600  # 240 boxes x 2.5
+    pool = full["stages"]["pair_t2"]["overrides"]["synthetic_pool"]
+    assert big["stages"]["pair_t2"]["overrides"]["synthetic_pool"] == round(pool * 2.5)
     assert big["stages"]["pair_t1"]["overrides"]["batch_size"] == 8
     assert big["run"] == {"profile": None, "scale": 2.5, "batch_scale": 2, "device": "cuda",
                           "file": str(REPO / "release" / "recipe.toml")}  # fmt: skip
@@ -199,6 +200,30 @@ def test_plan_multiplies_measured_timings_and_names_what_is_unmeasured(tmp_path,
     assert here["a"].per_unit == pytest.approx(2.0)
 
 
+def test_a_reference_campaign_plans_a_campaign_before_it_ran(tmp_path, monkeypatch):
+    _patch(monkeypatch, Toy())
+    done = tmp_path / "done"
+    campaign.run_campaign(_toy_recipe(tmp_path), done, log=lambda s: None)
+    reference = tmp_path / "timings.json"
+    written = plan.write_reference(done, threads=2, path=reference)
+    assert written["recipe"] == "toy" and written["machine"]["threads"] == 2
+    wall = json.loads((done / "02_b" / "timing.json").read_text())["seconds"]
+    assert written["stages"]["b"]["per_unit"] == pytest.approx(wall / 6)
+    # a longer recipe, nothing run yet: each stage at the reference's wall seconds per unit
+    recipe = _toy_recipe(tmp_path, iterations=600)
+    rows = {r.name: r for r in plan.campaign_plan(recipe, tmp_path / "new", [], reference, 2)}
+    assert rows["b"].per_unit == pytest.approx(wall / 6) and rows["b"].units == 600
+    assert rows["b"].source.startswith("reference toy") and "differs" not in rows["b"].source
+    assert "min to the exported bundle" in plan.describe(list(rows.values()))
+    # other threads: still used, but said to be a rough guide; other batches: not used
+    other = plan.campaign_plan(recipe, tmp_path / "new", [], reference, 1)
+    assert "this machine differs (threads)" in other[1].source
+    recipe["run"]["batch_scale"] = 2
+    assert plan.campaign_plan(recipe, tmp_path / "new", [], reference, 2)[1].per_unit is None
+    with pytest.raises(LoFiError, match="no campaign ran here"):
+        plan.write_reference(tmp_path / "nothing", threads=2, path=reference)
+
+
 def test_provenance_hashes_commit_and_versions(tmp_path):
     a = tmp_path / "a.txt"
     a.write_text("hello")
@@ -282,9 +307,14 @@ def test_smoke_campaign_end_to_end(tmp_path):
 def test_recipe_command_line_plan_status_and_one_line_errors(tmp_path, capsys):
     from lofihippseg.recipe.__main__ import main
 
-    assert main(["plan", "--out", str(tmp_path / "c")]) == 0
+    none = tmp_path / "none.json"
+    assert main(["plan", "--out", str(tmp_path / "c"), "--reference", str(none)]) == 0
     out = capsys.readouterr().out
-    assert "pair_t2" in out and "4000 iteration(s)" in out and "not measured yet" in out
+    assert "pair_t2" in out and "8000 iteration(s)" in out and "not measured yet" in out
+    assert main(["plan", "--out", str(tmp_path / "c")]) == 0  # the committed reference
+    assert "reference lofihippseg-recipe" in capsys.readouterr().out
+    assert main(["reference", "--out", str(tmp_path / "c"), "--reference", str(none)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1 and not none.exists()
     assert main(["status", "--out", str(tmp_path / "c")]) == 0
     assert "pair_t2       pair         not started" in capsys.readouterr().out
     bad = tmp_path / "bad.toml"

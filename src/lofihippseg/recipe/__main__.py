@@ -1,9 +1,10 @@
-"""``python -m lofihippseg.recipe run|plan|status``: the campaign from the command line.
+"""``python -m lofihippseg.recipe run|plan|status|reference``: the campaign from the command line.
 
     python -m lofihippseg.recipe run --out runs/model                 # make model
     python -m lofihippseg.recipe run --profile smoke --out runs/model-smoke
     python -m lofihippseg.recipe plan --out runs/model --timings runs/model-smoke
     python -m lofihippseg.recipe status --out runs/model
+    python -m lofihippseg.recipe reference --out runs/model --threads 2   # plans the next
 
 ``run`` prints the bundle's path as its last line.
 """
@@ -22,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m lofihippseg.recipe", description=__doc__.split("\n")[0]
     )
-    p.add_argument("action", choices=("run", "plan", "status"))
+    p.add_argument("action", choices=("run", "plan", "status", "reference"))
     p.add_argument("--recipe", type=Path, default=RECIPE, help="recipe file (release/recipe.toml)")
     p.add_argument("--profile", default=None, help="a profile of the recipe (smoke: toy scale)")
     p.add_argument("--out", type=Path, default=Path("runs/model"), help="campaign folder")
@@ -37,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
         nargs="*",
         default=[],
         help="plan: other campaigns whose measured timings to use (e.g. the smoke's)",
+    )
+    p.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="plan: the reference timings (release/recipe_timings.json); reference: where to "
+        "write the done stages' timings of --out",
     )
     return p
 
@@ -53,8 +61,14 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(a.threads)
         recipe = load_recipe(a.recipe, a.profile, a.scale, a.batch_scale, a.device)
+        reference = a.reference or plan.REFERENCE
+        if a.action == "reference":
+            written = plan.write_reference(a.out, a.threads, reference)
+            print(f"{reference}: {len(written['stages'])} stages of {a.out} ({written['recipe']})")
+            return 0
         if a.action == "plan":
-            print(plan.describe(plan.campaign_plan(recipe, a.out, a.timings)))
+            rows = plan.campaign_plan(recipe, a.out, a.timings, reference, a.threads)
+            print(plan.describe(rows))
             return 0
         if a.action == "status":
             print(plan.status(recipe, a.out))
@@ -63,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         def log(line: str) -> None:
             print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
 
-        log(plan.describe(plan.campaign_plan(recipe, a.out, a.timings)))
+        log(plan.describe(plan.campaign_plan(recipe, a.out, a.timings, reference, a.threads)))
         bundle = campaign.run_campaign(recipe, a.out, log, a.until)
     except LoFiError as exc:
         print(f"error: {exc}", file=sys.stderr)

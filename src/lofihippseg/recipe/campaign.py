@@ -243,8 +243,9 @@ def stage_pair(ctx: StageContext, p: dict) -> dict:
         how="3 real iterations timed before the run (validation not counted)",
     )
     ctx.log(
-        f"{ctx.name}: measured {seconds:.2f} s/iteration here; {p['iterations']} iterations "
-        f"need ~{seconds * p['iterations'] / 3600:.2f} h"
+        f"{ctx.name}: its first iterations took {seconds:.2f} s each here (they make the box "
+        f"pool's first boxes: {p['iterations']} iterations need at most "
+        f"~{seconds * p['iterations'] / 3600:.2f} h; the loop's own rate replaces this at the end)"
     )
     # written now, not only when the stage ends: `make model-plan` reads it during the run
     write_text_atomic(ctx.folder / TIMING, json.dumps(ctx.timing, indent=1))

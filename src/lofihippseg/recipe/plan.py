@@ -3,18 +3,29 @@
 Every stage writes ``timing.json`` with its seconds per unit (iteration, case, scan, prediction)
 measured on the machine it ran on. ``campaign_plan`` multiplies each stage's units at the
 recipe's scale by the seconds measured for that stage: in this campaign's folder first, else in
-other campaigns' (``timings``: e.g. ``runs/model-smoke``, whose stages use the same patches,
-batches and widths at toy scale). A stage measured nowhere says so rather than guess.
+the reference campaign (``release/recipe_timings.json``: each stage's wall seconds per unit in a
+full campaign, with the machine it ran on; written by ``python -m lofihippseg.recipe reference``),
+else in other campaigns' (``timings``: e.g. ``runs/model-smoke``, whose stages use the same
+patches, batches and widths at toy scale, but untrained networks and no validation). A stage
+measured nowhere says so rather than guess.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from lofihippseg.errors import LoFiError
+from lofihippseg.io.atomic import write_text_atomic
+from lofihippseg.models.precision import cpu_bfloat16_native
 from lofihippseg.recipe.campaign import DONE, TIMING, stage_folders
+from lofihippseg.recipe.spec import REPO
+
+REFERENCE = REPO / "release" / "recipe_timings.json"
 
 # stages whose cost is mostly predict: measured in a toy campaign (untrained networks, no ROI,
 # whole heads) their seconds are an upper bound for trained ones
@@ -97,10 +108,86 @@ def _wall_per_unit(folder: Path, stage: dict | None) -> float | None:
     return seconds / units if units > 0 and seconds > 0 else None
 
 
-def campaign_plan(recipe: dict, out: Path, timings: list[Path] | None = None) -> list[StagePlan]:
-    """Each stage's units and measured seconds per unit (this campaign's, else ``timings``')."""
+def machine(threads: int, device: str) -> dict:
+    """What a campaign's seconds depend on: the CPU, its threads, the device, bfloat16."""
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = (ln.split(":", 1)[1].strip() for ln in handle if ln.startswith("model name"))
+            cpu = next(names, "")
+    except OSError:
+        pass
+    return {
+        "cpu": cpu or "unknown CPU",
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "device": device,
+        "bfloat16_native": cpu_bfloat16_native(),
+    }
+
+
+def write_reference(out: Path, threads: int, path: Path = REFERENCE) -> dict:
+    """Write the done stages' wall seconds per unit of the campaign in ``out`` as the reference
+    that plans a campaign before it ran (its recipe name, date and machine with them)."""
+    as_run = _as_run(out)
+    if not as_run:
+        raise LoFiError(f"{out}: no campaign ran here (no recipe_as_run.json); run it first")
+    recipe = json.loads((out / "recipe_as_run.json").read_text())
+    folders = stage_folders(recipe, out)
+    stages = {}
+    for name, stage in as_run.items():
+        per = _wall_per_unit(folders[name], stage)
+        if per is not None:
+            unit, units = stage_units(stage)
+            stages[name] = {"kind": stage["kind"], "unit": unit, "units": units, "per_unit": per}
+    if not stages:
+        raise LoFiError(f"{out}: no stage of this campaign is done yet")
+    run = recipe.get("run", {})
+    reference = {
+        "recipe": recipe.get("name", "?"),
+        "date": datetime.date.today().isoformat(),
+        "machine": machine(threads, run.get("device", "cpu")),
+        "batch_scale": run.get("batch_scale", 1),
+        "stages": stages,
+    }
+    write_text_atomic(path, json.dumps(reference, indent=1) + "\n")
+    return reference
+
+
+def _reference(path: Path | None, recipe: dict, threads: int) -> tuple[dict, str]:
+    """The reference's stages that apply to this run (same device and batches), and how to
+    name their source (with what differs on this machine)."""
+    try:
+        ref = json.loads(path.read_text()) if path else {}
+    except (OSError, ValueError):
+        return {}, ""
+    run = recipe.get("run", {})
+    theirs = ref.get("machine", {})
+    if not ref or theirs.get("device") != run.get("device", "cpu"):
+        return {}, ""
+    if ref.get("batch_scale", 1) != run.get("batch_scale", 1):
+        return {}, ""
+    here = machine(threads, run.get("device", "cpu"))
+    differs = [k for k in ("cpu", "threads", "bfloat16_native") if theirs.get(k) != here[k]]
+    source = f"reference {ref.get('recipe', '?')} {ref.get('date', '')}"
+    source += f", {theirs.get('threads')} threads"
+    if differs:
+        source += f"; this machine differs ({', '.join(differs)}): a rough guide"
+    return ref.get("stages", {}), source
+
+
+def campaign_plan(
+    recipe: dict,
+    out: Path,
+    timings: list[Path] | None = None,
+    reference: Path | None = None,
+    threads: int = 1,
+) -> list[StagePlan]:
+    """Each stage's units and measured seconds per unit: this campaign's, else the reference
+    campaign's (``reference``, run with ``threads``), else ``timings``'."""
     folders = stage_folders(recipe, out)
     others = [stage_folders(recipe, Path(t)) for t in timings or []]
+    ref_stages, ref_source = _reference(reference, recipe, threads)
     as_run = _as_run(out)
     rows = []
     for name, stage in recipe["stages"].items():
@@ -109,6 +196,9 @@ def campaign_plan(recipe: dict, out: Path, timings: list[Path] | None = None) ->
         wall = _wall_per_unit(folders[name], as_run.get(name))
         if wall is not None:  # done here: its own wall time, checkpoints and validation included
             per, source = wall, "measured here: the stage's wall time"
+        ref = ref_stages.get(name, {})
+        if per is None and ref.get("unit") == unit and ref.get("kind") == stage["kind"]:
+            per, source = float(ref["per_unit"]), ref_source
         for other in others:
             if per is None:
                 per, source = _measured(other[name], unit), f"measured in {other[name].parent}"
@@ -127,7 +217,7 @@ def campaign_plan(recipe: dict, out: Path, timings: list[Path] | None = None) ->
 def describe(rows: list[StagePlan]) -> str:
     """The plan as lines, with the total CPU-hours of the measured stages."""
     lines = ["plan (seconds measured on this machine's threads, not a constant):"]
-    total, missing = 0.0, []
+    total, missing, to_bundle = 0.0, [], None
     for r in rows:
         cost = "?" if r.hours is None else f"{r.hours:.2f} h"
         per = "?" if r.per_unit is None else f"{r.per_unit:.3g} s"
@@ -139,8 +229,11 @@ def describe(rows: list[StagePlan]) -> str:
             missing.append(r.name)
         else:
             total += r.hours
+        if r.kind == "export" and not missing:
+            to_bundle = total
     tail = f"; not measured yet: {', '.join(missing)}" if missing else ""
-    lines.append(f"  total {total:.1f} h of the measured stages{tail}")
+    head = "" if to_bundle is None else f" ({to_bundle * 60:.0f} min to the exported bundle)"
+    lines.append(f"  total {total:.1f} h of the measured stages{head}{tail}")
     return "\n".join(lines)
 
 
