@@ -222,6 +222,9 @@ def test_a_reference_campaign_plans_a_campaign_before_it_ran(tmp_path, monkeypat
     assert plan.campaign_plan(recipe, tmp_path / "new", [], reference, 2)[1].per_unit is None
     with pytest.raises(LoFiError, match="no campaign ran here"):
         plan.write_reference(tmp_path / "nothing", threads=2, path=reference)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(LoFiError, match="cannot write the reference timings"):
+        plan.write_reference(done, threads=2, path=tmp_path / "a_file" / "t.json")
 
 
 def test_provenance_hashes_commit_and_versions(tmp_path):

@@ -89,11 +89,12 @@ def _measured(folder: Path, unit: str) -> float | None:
 
 
 def _as_run(out: Path) -> dict:
-    """The stages of the recipe as the campaign in ``out`` ran them (empty when none ran)."""
+    """The recipe as the campaign in ``out`` ran it (empty when none ran)."""
     try:
-        return json.loads((out / "recipe_as_run.json").read_text())["stages"]
-    except (OSError, ValueError, KeyError):
+        recipe = json.loads((out / "recipe_as_run.json").read_text())
+    except (OSError, ValueError):
         return {}
+    return recipe if isinstance(recipe, dict) and "stages" in recipe else {}
 
 
 def _wall_per_unit(folder: Path, stage: dict | None) -> float | None:
@@ -129,13 +130,12 @@ def machine(threads: int, device: str) -> dict:
 def write_reference(out: Path, threads: int, path: Path = REFERENCE) -> dict:
     """Write the done stages' wall seconds per unit of the campaign in ``out`` as the reference
     that plans a campaign before it ran (its recipe name, date and machine with them)."""
-    as_run = _as_run(out)
-    if not as_run:
+    recipe = _as_run(out)
+    if not recipe:
         raise LoFiError(f"{out}: no campaign ran here (no recipe_as_run.json); run it first")
-    recipe = json.loads((out / "recipe_as_run.json").read_text())
     folders = stage_folders(recipe, out)
     stages = {}
-    for name, stage in as_run.items():
+    for name, stage in recipe["stages"].items():
         per = _wall_per_unit(folders[name], stage)
         if per is not None:
             unit, units = stage_units(stage)
@@ -150,7 +150,10 @@ def write_reference(out: Path, threads: int, path: Path = REFERENCE) -> dict:
         "batch_scale": run.get("batch_scale", 1),
         "stages": stages,
     }
-    write_text_atomic(path, json.dumps(reference, indent=1) + "\n")
+    try:
+        write_text_atomic(path, json.dumps(reference, indent=1) + "\n")
+    except OSError as exc:
+        raise LoFiError(f"{path}: cannot write the reference timings ({exc.strerror})") from exc
     return reference
 
 
@@ -188,7 +191,7 @@ def campaign_plan(
     folders = stage_folders(recipe, out)
     others = [stage_folders(recipe, Path(t)) for t in timings or []]
     ref_stages, ref_source = _reference(reference, recipe, threads)
-    as_run = _as_run(out)
+    as_run = _as_run(out).get("stages", {})
     rows = []
     for name, stage in recipe["stages"].items():
         unit, units = stage_units(stage)
