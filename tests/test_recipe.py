@@ -310,16 +310,27 @@ def test_smoke_campaign_end_to_end(tmp_path):
 def test_recipe_command_line_plan_status_and_one_line_errors(tmp_path, capsys):
     from lofihippseg.recipe.__main__ import main
 
-    none = tmp_path / "none.json"
-    assert main(["plan", "--out", str(tmp_path / "c"), "--reference", str(none)]) == 0
+    gpu = tmp_path / "gpu.json"  # a reference of another device does not plan this CPU run
+    gpu.write_text(json.dumps({"machine": {"device": "cuda"}, "stages": {}}))
+    assert main(["plan", "--out", str(tmp_path / "c"), "--reference", str(gpu)]) == 0
     out = capsys.readouterr().out
     assert "pair_t2" in out and "8000 iteration(s)" in out and "not measured yet" in out
+    none, broken = tmp_path / "none.json", tmp_path / "broken.json"
+    broken.write_text("{")
+    for wrong, said in ((none, "no such reference timings file"), (broken, "cannot read")):
+        assert main(["plan", "--out", str(tmp_path / "c"), "--reference", str(wrong)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {wrong}: {said}") and err.count("\n") == 1
     assert main(["plan", "--out", str(tmp_path / "c")]) == 0  # the committed reference
     assert "reference lofihippseg-recipe" in capsys.readouterr().out
     assert main(["reference", "--out", str(tmp_path / "c"), "--reference", str(none)]) == 2
     assert capsys.readouterr().err.count("\n") == 1 and not none.exists()
     assert main(["status", "--out", str(tmp_path / "c")]) == 0
     assert "pair_t2       pair         not started" in capsys.readouterr().out
+    for option, value in (("--threads", "0"), ("--scale", "-1"), ("--batch-scale", "x")):
+        with pytest.raises(SystemExit) as stop:  # argparse's one-line usage error
+            main(["plan", option, value])
+        assert stop.value.code == 2 and option in capsys.readouterr().err
     bad = tmp_path / "bad.toml"
     bad.write_text("stages = [")
     assert main(["plan", "--recipe", str(bad)]) == 2

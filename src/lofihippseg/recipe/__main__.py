@@ -14,23 +14,41 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+
+def _positive(kind: type) -> Callable[[str], float]:
+    """An argparse type: a number of ``kind`` above zero."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        return value
+
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
     from lofihippseg.recipe.spec import RECIPE
 
     p = argparse.ArgumentParser(
-        prog="python -m lofihippseg.recipe", description=__doc__.split("\n")[0]
+        prog="python -m lofihippseg.recipe",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("action", choices=("run", "plan", "status", "reference"))
     p.add_argument("--recipe", type=Path, default=RECIPE, help="recipe file (release/recipe.toml)")
     p.add_argument("--profile", default=None, help="a profile of the recipe (smoke: toy scale)")
     p.add_argument("--out", type=Path, default=Path("runs/model"), help="campaign folder")
-    p.add_argument("--scale", type=float, default=1.0, help="multiply iterations and counts")
-    p.add_argument("--batch-scale", type=int, default=1, help="multiply batches")
+    p.add_argument("--scale", type=_positive(float), default=1.0, help="scale iterations, counts")
+    p.add_argument("--batch-scale", type=_positive(int), default=1, help="multiply batches")
     p.add_argument("--device", default="cpu", help="training device: cpu, cuda, auto")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads (1)")
+    p.add_argument("--threads", type=_positive(int), default=1, help="CPU threads (1)")
     p.add_argument("--until", default=None, help="run: stop after this stage (e.g. localiser)")
     p.add_argument(
         "--timings",
@@ -62,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
         recipe = load_recipe(a.recipe, a.profile, a.scale, a.batch_scale, a.device)
         reference = a.reference or plan.REFERENCE
+        if a.reference and a.action != "reference" and not a.reference.is_file():
+            raise LoFiError(f"{a.reference}: no such reference timings file")
         if a.action == "reference":
             written = plan.write_reference(a.out, a.threads, reference)
             print(f"{reference}: {len(written['stages'])} stages of {a.out} ({written['recipe']})")

@@ -160,10 +160,17 @@ def write_reference(out: Path, threads: int, path: Path = REFERENCE) -> dict:
 def _reference(path: Path | None, recipe: dict, threads: int) -> tuple[dict, str]:
     """The reference's stages that apply to this run (same device and batches), and how to
     name their source (with what differs on this machine)."""
-    try:
-        ref = json.loads(path.read_text()) if path else {}
-    except (OSError, ValueError):
+    if path is None or not path.is_file():
         return {}, ""
+    try:
+        ref = json.loads(path.read_text())
+        if not isinstance(ref, dict) or not isinstance(ref.get("stages", {}), dict):
+            raise ValueError("not a reference: no stages")
+    except (OSError, ValueError) as exc:
+        raise LoFiError(
+            f"{path}: cannot read the reference timings ({exc}); write it again with "
+            "`python -m lofihippseg.recipe reference --out CAMPAIGN`"
+        ) from exc
     run = recipe.get("run", {})
     theirs = ref.get("machine", {})
     if not ref or theirs.get("device") != run.get("device", "cpu"):
